@@ -1,0 +1,33 @@
+// swift-tools-version: 6.0
+// swift-ddpm: denoising diffusion probabilistic models in Swift.
+//
+// Modules, imports pointing down only:
+//   ddpm (CLI) -> Diffusion -> Layers -> Tensors -> CBLAS
+// Build flags such as `-target-cpu haswell` live in the Makefile, never here: a manifest with
+// unsafeFlags cannot be used as a versioned dependency.
+import PackageDescription
+
+let package = Package(
+    name: "swift-ddpm",
+    products: [
+        .executable(name: "ddpm", targets: ["ddpm"]),
+        .library(name: "Tensors", targets: ["Tensors"]),
+        .library(name: "Layers", targets: ["Layers"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "Tensors", dependencies: ["CBLAS"]),
+        .target(name: "Layers", dependencies: ["Tensors"]),
+        .executableTarget(name: "ddpm", dependencies: [
+            "Layers", "Tensors",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
+        .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "TestSupport"]),
+    ]
+)

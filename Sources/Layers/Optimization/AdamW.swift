@@ -1,0 +1,62 @@
+import Tensors
+
+/// Adam with decoupled weight decay (Loshchilov & Hutter 2019), as PyTorch's `AdamW` computes it:
+/// p -= lr wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+/// p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+public final class AdamW {
+    public var learningRate: Float
+    public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
+    /// Updates taken so far (t in the bias corrections).
+    public private(set) var step = 0
+    public let parameters: [Tensor]
+    private var moments: [(m: Storage, v: Storage)]
+
+    public init(parameters: [Tensor], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
+                epsilon: Float = 1e-8, weightDecay: Float = 1e-2) {
+        precondition(parameters.allSatisfy(\.requiresGradient), "AdamW: every parameter must be trainable")
+        self.parameters = parameters
+        self.learningRate = learningRate
+        self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon; self.weightDecay = weightDecay
+        moments = parameters.map { (Storage(zeros: $0.count), Storage(zeros: $0.count)) }
+    }
+
+    /// One update from the parameters' accumulated gradients (parameters without one are skipped).
+    public func update() {
+        step += 1
+        let t = Float(step)
+        let stepSize = learningRate / (1 - pow(beta1, t))
+        let correction2 = (1 - pow(beta2, t)).squareRoot()
+        let decay = 1 - learningRate * weightDecay
+        let (b1, b2, eps) = (beta1, beta2, epsilon)
+        for (p, (m, v)) in zip(parameters, moments) {
+            guard let g = p.gradient else { continue }
+            let pp = SharedPointer(p.pointer), pg = SharedPointer(g.pointer)
+            let pm = SharedPointer(m.pointer), pv = SharedPointer(v.pointer)
+            parallelFor(p.count, cost: 8) { range in
+                for i in range {
+                    let gi = pg[i]
+                    let mi = b1 * pm[i] + (1 - b1) * gi
+                    let vi = b2 * pv[i] + (1 - b2) * gi * gi
+                    pm[i] = mi; pv[i] = vi
+                    pp[i] = pp[i] * decay - stepSize * mi / (vi.squareRoot() / correction2 + eps)
+                }
+            }
+        }
+    }
+
+    /// The optimiser's state for a checkpoint: moments by parameter index, and the step.
+    public var state: (step: Int, moments: [Tensor]) {
+        (step, moments.flatMap { [Tensor(shape: [$0.m.count], storage: $0.m), Tensor(shape: [$0.v.count], storage: $0.v)] })
+    }
+
+    public func restore(step: Int, moments saved: [Tensor]) {
+        precondition(saved.count == 2 * moments.count, "AdamW: \(saved.count) moment tensors for \(moments.count) parameters")
+        self.step = step
+        for (i, (m, v)) in moments.enumerated() {
+            m.pointer.update(from: saved[2 * i].pointer, count: m.count)
+            v.pointer.update(from: saved[2 * i + 1].pointer, count: v.count)
+        }
+    }
+}
+
+import Foundation

@@ -1,0 +1,55 @@
+import Foundation
+
+/// A file that cannot be read as what it claims to be. The text names the file and the problem.
+public struct FormatError: Error, CustomStringConvertible, Equatable {
+    public let file: String
+    public let problem: String
+    public init(_ file: URL, _ problem: String) {
+        self.file = file.path
+        self.problem = problem
+    }
+    public var description: String { "\(file): \(problem)" }
+}
+
+/// Writes `data` next to `url` under a temporary name, flushes it, and renames it into place, so a
+/// reader never sees half a file and an interrupted write leaves the old one intact.
+public func writeAtomically(_ data: Data, to url: URL) throws {
+    let dir = url.deletingLastPathComponent()
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let temporary = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
+    guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+        throw FormatError(url, "cannot create a file in \(dir.path)")
+    }
+    let handle = try FileHandle(forWritingTo: temporary)
+    do {
+        try handle.write(contentsOf: data)
+        try handle.synchronize()
+        try handle.close()
+    } catch {
+        try? handle.close()
+        try? FileManager.default.removeItem(at: temporary)
+        throw error
+    }
+    if rename(temporary.path, url.path) != 0 {
+        let code = errno
+        try? FileManager.default.removeItem(at: temporary)
+        throw FormatError(url, "cannot rename the temporary file into place: \(String(cString: strerror(code)))")
+    }
+}
+
+func readFile(_ url: URL) throws -> Data {
+    do { return try Data(contentsOf: url, options: .mappedIfSafe) } catch {
+        throw FormatError(url, "cannot read the file (\((error as NSError).localizedDescription))")
+    }
+}
+
+extension Data {
+    /// Little-endian integer at `offset`; the caller has checked the bounds.
+    func littleEndian<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
+        var v: T = 0
+        Swift.withUnsafeMutableBytes(of: &v) { dst in
+            self.copyBytes(to: dst.bindMemory(to: UInt8.self), from: (startIndex + offset)..<(startIndex + offset + MemoryLayout<T>.size))
+        }
+        return T(littleEndian: v)
+    }
+}

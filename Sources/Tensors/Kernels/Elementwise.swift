@@ -1,0 +1,191 @@
+/// Elementwise kernels: plain scalar loops over raw pointers, which the compiler vectorises
+/// (build with `-target-cpu haswell` for AVX2 + FMA), split across cores when large.
+
+/// dst[i] += scale * src[i], i < count.
+public func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
+                       scale: Float = 1, count: Int) {
+    let d = SharedPointer(dst), s = SharedPointer(src)
+    parallelFor(count) { r in
+        if scale == 1 {
+            for i in r { d[i] += s[i] }
+        } else {
+            for i in r { d[i] += scale * s[i] }
+        }
+    }
+}
+
+/// y = x * scale + shift.
+public func affineForward(_ x: UnsafePointer<Float>, scale: Float, shift: Float,
+                          _ y: UnsafeMutablePointer<Float>, count: Int) {
+    let xs = SharedPointer(x), ys = SharedPointer(y)
+    parallelFor(count) { r in for i in r { ys[i] = xs[i] * scale + shift } }
+}
+
+/// y = x * sigmoid(x).
+public func siluForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    let xs = SharedPointer(x), ys = SharedPointer(y)
+    parallelFor(count, cost: 8) { r in
+        for i in r {
+            let v = xs[i]
+            ys[i] = v / (1 + fastExp(-v))
+        }
+    }
+}
+
+/// dx += dy * s (1 + x (1 - s)), s = sigmoid(x).
+public func siluBackward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
+                         _ dx: UnsafeMutablePointer<Float>, count: Int) {
+    let xs = SharedPointer(x), gs = SharedPointer(dy), ds = SharedPointer(dx)
+    parallelFor(count, cost: 8) { r in
+        for i in r {
+            let v = xs[i]
+            let s = 1 / (1 + fastExp(-v))
+            ds[i] += gs[i] * s * (1 + v * (1 - s))
+        }
+    }
+}
+
+/// Sum of all elements, accumulated in Double.
+public func sumOfElements(_ x: UnsafePointer<Float>, count: Int) -> Double {
+    var total = 0.0
+    var i = 0
+    while i < count {
+        let end = min(i + 4096, count)
+        var part: Float = 0
+        for j in i..<end { part += x[j] }
+        total += Double(part)
+        i = end
+    }
+    return total
+}
+
+// MARK: - Broadcasting
+
+public enum BinaryOperator: Sendable { case add, subtract, multiply }
+
+/// How two shapes broadcast (NumPy rules, right-aligned), with dimensions that move together
+/// merged, so the innermost loop is as long as possible. Strides are 0 along broadcast dimensions.
+public struct BroadcastPlan: Sendable {
+    public let shape: [Int]
+    /// Merged dimensions, outermost first, and each operand's stride along them.
+    let sizes: [Int], stridesA: [Int], stridesB: [Int]
+
+    public init?(_ a: [Int], _ b: [Int]) {
+        let rank = max(a.count, b.count)
+        let pa = Array(repeating: 1, count: rank - a.count) + a
+        let pb = Array(repeating: 1, count: rank - b.count) + b
+        var shape: [Int] = []
+        for (x, y) in zip(pa, pb) {
+            guard x == y || x == 1 || y == 1 else { return nil }
+            shape.append(max(x, y))
+        }
+        func strides(_ p: [Int]) -> [Int] {
+            var s = Array(repeating: 0, count: rank), run = 1
+            for d in stride(from: rank - 1, through: 0, by: -1) {
+                s[d] = p[d] == 1 && shape[d] != 1 ? 0 : run
+                run *= p[d]
+            }
+            return s
+        }
+        let sa = strides(pa), sb = strides(pb)
+        var sizes: [Int] = [], ma: [Int] = [], mb: [Int] = []
+        for d in 0..<rank where shape[d] != 1 {
+            if let last = sizes.last,
+               ma.last! == sa[d] * shape[d] || (ma.last! == 0 && sa[d] == 0),
+               mb.last! == sb[d] * shape[d] || (mb.last! == 0 && sb[d] == 0) {
+                sizes[sizes.count - 1] = last * shape[d]
+                ma[ma.count - 1] = sa[d]
+                mb[mb.count - 1] = sb[d]
+            } else {
+                sizes.append(shape[d]); ma.append(sa[d]); mb.append(sb[d])
+            }
+        }
+        if sizes.isEmpty { sizes = [1]; ma = [1]; mb = [1] }
+        self.shape = shape
+        self.sizes = sizes
+        self.stridesA = ma
+        self.stridesB = mb
+    }
+
+    var inner: Int { sizes.last! }
+    var rows: Int { sizes.dropLast().reduce(1, *) }
+
+    /// Offsets into A and B of the first element of outer row `row`.
+    @inline(__always)
+    func offsets(row: Int) -> (Int, Int) {
+        var r = row, oa = 0, ob = 0
+        var d = sizes.count - 2
+        while d >= 0 {
+            let i = r % sizes[d]
+            r /= sizes[d]
+            oa += i * stridesA[d]
+            ob += i * stridesB[d]
+            d -= 1
+        }
+        return (oa, ob)
+    }
+}
+
+/// out = a (op) b under `plan`.
+public func broadcastForward(_ op: BinaryOperator, _ plan: BroadcastPlan, _ a: UnsafePointer<Float>,
+                             _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
+    let n = plan.inner, ia = plan.stridesA.last!, ib = plan.stridesB.last!
+    let pa = SharedPointer(a), pb = SharedPointer(b), po = SharedPointer(out)
+    parallelFor(plan.rows, cost: n) { rows in
+        for row in rows {
+            let (oa, ob) = plan.offsets(row: row)
+            let x = pa + oa, y = pb + ob, z = po + row * n
+            switch (op, ia, ib) {
+            case (.add, 1, 1): for i in 0..<n { z[i] = x[i] + y[i] }
+            case (.add, 1, _): let v = y[0]; for i in 0..<n { z[i] = x[i] + v }
+            case (.add, _, _): let v = x[0]; for i in 0..<n { z[i] = v + y[i] }
+            case (.subtract, 1, 1): for i in 0..<n { z[i] = x[i] - y[i] }
+            case (.subtract, 1, _): let v = y[0]; for i in 0..<n { z[i] = x[i] - v }
+            case (.subtract, _, _): let v = x[0]; for i in 0..<n { z[i] = v - y[i] }
+            case (.multiply, 1, 1): for i in 0..<n { z[i] = x[i] * y[i] }
+            case (.multiply, 1, _): let v = y[0]; for i in 0..<n { z[i] = x[i] * v }
+            case (.multiply, _, _): let v = x[0]; for i in 0..<n { z[i] = v * y[i] }
+            }
+        }
+    }
+}
+
+/// The gradient of one operand of a broadcast op, summed over the dimensions it was broadcast
+/// along: sink[index of `plan`'s operand] += scale * g * (factor[index of the other operand], or 1).
+/// `operandIsA` chooses which operand receives. Serial when the sink is broadcast (rows would
+/// collide), parallel otherwise.
+public func broadcastBackward(_ plan: BroadcastPlan, operandIsA: Bool, scale: Float,
+                              _ g: UnsafePointer<Float>, factor: UnsafePointer<Float>?,
+                              _ sink: UnsafeMutablePointer<Float>) {
+    let n = plan.inner
+    let sinkStrides = operandIsA ? plan.stridesA : plan.stridesB
+    let inner = sinkStrides.last!, otherInner = (operandIsA ? plan.stridesB : plan.stridesA).last!
+    let full = sinkStrides.last! == 1 && zip(plan.sizes.indices.dropLast(), sinkStrides).allSatisfy { d, s in
+        s == plan.sizes[(d + 1)...].reduce(1, *)
+    }
+    let pg = SharedPointer(g), ps = SharedPointer(sink)
+    let pf = factor.map { SharedPointer($0) }
+    let work: @Sendable (Range<Int>) -> Void = { rows in
+        for row in rows {
+            let (oa, ob) = plan.offsets(row: row)
+            let so = operandIsA ? oa : ob, fo = operandIsA ? ob : oa
+            let gr = pg + row * n, s = ps + so
+            if let pf {
+                let f = pf + fo
+                switch (inner, otherInner) {
+                case (1, 1): for i in 0..<n { s[i] += scale * gr[i] * f[i] }
+                case (1, _): let v = scale * f[0]; for i in 0..<n { s[i] += v * gr[i] }
+                case (_, 1): var t: Float = 0; for i in 0..<n { t += gr[i] * f[i] }; s[0] += scale * t
+                default: var t: Float = 0; for i in 0..<n { t += gr[i] }; s[0] += scale * f[0] * t
+                }
+            } else if inner == 1 {
+                for i in 0..<n { s[i] += scale * gr[i] }
+            } else {
+                var t: Float = 0
+                for i in 0..<n { t += gr[i] }
+                s[0] += scale * t
+            }
+        }
+    }
+    if full { parallelFor(plan.rows, cost: n, work) } else { work(0..<plan.rows) }
+}

@@ -1,0 +1,124 @@
+/// Group normalisation (Wu & He 2018): x [N, C, S] (S = H W) in G groups of C/G channels;
+/// y = (x - mean) * rstd * gamma[c] + beta[c], statistics per (n, g) accumulated in Double.
+/// The forward pass saves mean and rstd [N G] for the backward pass, as llm.c's layernorm does.
+/// With `silu` the activation is fused in (GroupNorm is almost always followed by SiLU in a U-Net):
+/// y = silu(normalised), and the backward pass recomputes the pre-activation from x and the saved
+/// statistics instead of storing it.
+
+public struct GroupNormGeometry: Sendable {
+    public var batch, channels, spatial, groups: Int
+    public var epsilon: Float
+    public init(batch: Int, channels: Int, spatial: Int, groups: Int, epsilon: Float) {
+        precondition(channels % groups == 0, "GroupNorm: \(channels) channels do not split into \(groups) groups")
+        self.batch = batch; self.channels = channels; self.spatial = spatial
+        self.groups = groups; self.epsilon = epsilon
+    }
+    var groupSize: Int { channels / groups * spatial }
+}
+
+public func groupNormForward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
+                             beta: UnsafePointer<Float>, silu: Bool, y: UnsafeMutablePointer<Float>,
+                             mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+    let px = SharedPointer(x), py = SharedPointer(y), pm = SharedPointer(mean), pr = SharedPointer(rstd)
+    let pgam = SharedPointer(gamma), pbet = SharedPointer(beta)
+    let cpg = g.channels / g.groups, size = g.groupSize
+    parallelFor(g.batch * g.groups, cost: size) { range in
+        for ng in range {
+            let base = px + ng * size
+            // two passes (mean, then squared deviations): no cancellation when |mean| >> std
+            var s = 0.0
+            for c in 0..<cpg {
+                var a: Float = 0
+                let row = base + c * g.spatial
+                for i in 0..<g.spatial { a += row[i] }
+                s += Double(a)
+            }
+            let m = s / Double(size), mf = Float(m)
+            var s2 = 0.0
+            for c in 0..<cpg {
+                var b: Float = 0
+                let row = base + c * g.spatial
+                for i in 0..<g.spatial { let d = row[i] - mf; b += d * d }
+                s2 += Double(b)
+            }
+            let r = 1 / (s2 / Double(size) + Double(g.epsilon)).squareRoot()
+            pm[ng] = Float(m); pr[ng] = Float(r)
+            let channel0 = ng % g.groups * cpg
+            for c in 0..<cpg {
+                let scale = Float(r) * pgam[channel0 + c]
+                let shift = pbet[channel0 + c] - Float(m) * scale
+                let src = base + c * g.spatial, dst = py + ng * size + c * g.spatial
+                if silu {
+                    for i in 0..<g.spatial { let v = src[i] * scale + shift; dst[i] = v / (1 + fastExp(-v)) }
+                } else {
+                    for i in 0..<g.spatial { dst[i] = src[i] * scale + shift }
+                }
+            }
+        }
+    }
+}
+
+/// Adds dL/dx, dL/dgamma and dL/dbeta. With xhat = (x - mean) rstd and dxhat = dy gamma:
+/// dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) over the group.
+public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
+                              beta: UnsafePointer<Float>, silu: Bool, dy: UnsafePointer<Float>,
+                              mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                              dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
+                              dbeta: UnsafeMutablePointer<Float>?) {
+    let cpg = g.channels / g.groups, size = g.groupSize
+    // per (n, c) sums of dy' and dy' xhat, where dy' is the gradient before the affine transform
+    let partial = Storage(uninitializedCount: 2 * g.batch * g.channels)
+    let px = SharedPointer(x), pdy = SharedPointer(dy), pm = SharedPointer(mean), pr = SharedPointer(rstd)
+    let pgam = SharedPointer(gamma), pbet = SharedPointer(beta), pp = SharedPointer(partial.pointer)
+    let pdx = dx.map { SharedPointer($0) }
+    let nc = g.batch * g.channels
+    parallelFor(g.batch * g.groups, cost: 2 * size) { range in
+        for ng in range {
+            let m = pm[ng], r = pr[ng]
+            let channel0 = ng % g.groups * cpg, n = ng / g.groups
+            var sumD = 0.0, sumDX = 0.0
+            for c in 0..<cpg {
+                let ch = channel0 + c, gam = pgam[ch], bet = pbet[ch]
+                let xs = px + ng * size + c * g.spatial, gs = pdy + ng * size + c * g.spatial
+                var a: Float = 0, b: Float = 0
+                if silu {
+                    for i in 0..<g.spatial {
+                        let xh = (xs[i] - m) * r
+                        let v = xh * gam + bet
+                        let s = 1 / (1 + fastExp(-v))
+                        let d = gs[i] * s * (1 + v * (1 - s))
+                        a += d; b += d * xh
+                    }
+                } else {
+                    for i in 0..<g.spatial { let xh = (xs[i] - m) * r; a += gs[i]; b += gs[i] * xh }
+                }
+                pp[n * g.channels + ch] = a
+                pp[nc + n * g.channels + ch] = b
+                sumD += Double(a * gam); sumDX += Double(b * gam)
+            }
+            guard let pdx else { continue }
+            let meanD = Float(sumD / Double(size)), meanDX = Float(sumDX / Double(size))
+            for c in 0..<cpg {
+                let ch = channel0 + c, gam = pgam[ch], bet = pbet[ch]
+                let xs = px + ng * size + c * g.spatial, gs = pdy + ng * size + c * g.spatial
+                let ds = pdx + ng * size + c * g.spatial
+                for i in 0..<g.spatial {
+                    let xh = (xs[i] - m) * r
+                    var d = gs[i]
+                    if silu {
+                        let v = xh * gam + bet
+                        let s = 1 / (1 + fastExp(-v))
+                        d *= s * (1 + v * (1 - s))
+                    }
+                    ds[i] += r * (d * gam - meanD - xh * meanDX)
+                }
+            }
+        }
+    }
+    for n in 0..<g.batch {
+        for c in 0..<g.channels {
+            dbeta?[c] += pp[n * g.channels + c]
+            dgamma?[c] += pp[nc + n * g.channels + c]
+        }
+    }
+}

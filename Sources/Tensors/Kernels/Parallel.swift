@@ -1,0 +1,35 @@
+import Dispatch
+import Foundation
+
+/// A raw pointer that may cross into `concurrentPerform`'s `@Sendable` closures. Every kernel that
+/// splits work across cores goes through this one type, so the unsafety lives in one place:
+/// callers guarantee that chunks write disjoint memory.
+public struct SharedPointer<Element>: @unchecked Sendable {
+    public let base: UnsafeMutablePointer<Element>
+    @inlinable public init(_ base: UnsafeMutablePointer<Element>) { self.base = base }
+    @inlinable public init(_ base: UnsafePointer<Element>) { self.base = UnsafeMutablePointer(mutating: base) }
+    @inlinable public subscript(i: Int) -> Element {
+        get { base[i] }
+        nonmutating set { base[i] = newValue }
+    }
+    @inlinable public static func + (p: SharedPointer, offset: Int) -> UnsafeMutablePointer<Element> { p.base + offset }
+}
+
+/// How many chunks our own kernels split work into (BLAS threads itself separately).
+public let kernelThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+/// Runs `body` over `0..<count` split into contiguous chunks, one per core, when the work is big
+/// enough to pay for the dispatch (about 1-2 us a call here); otherwise inline. `cost` is the work
+/// per index in elements, so that few heavy indices still split.
+@inlinable
+public func parallelFor(_ count: Int, cost: Int = 1, _ body: @Sendable (Range<Int>) -> Void) {
+    let chunks = min(kernelThreads, count)
+    if chunks <= 1 || count * cost < 32_768 {
+        body(0..<count)
+        return
+    }
+    DispatchQueue.concurrentPerform(iterations: chunks) { c in
+        let lo = count * c / chunks, hi = count * (c + 1) / chunks
+        if lo < hi { body(lo..<hi) }
+    }
+}

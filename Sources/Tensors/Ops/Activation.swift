@@ -1,0 +1,40 @@
+/// Activations and their gradients: SiLU, softmax, dropout.
+
+extension Tensor {
+    /// x * sigmoid(x) (the swish of Ramachandran et al.; the U-Net's only nonlinearity).
+    public func silu() -> Tensor {
+        let out = Storage(uninitializedCount: count)
+        siluForward(pointer, out.pointer, count: count)
+        let n = node, x = storage
+        return Tensor.result(shape, out, inputs: [self]) { g in
+            siluBackward(x.pointer, g.pointer, n!.gradientStorage().pointer, count: g.count)
+        }
+    }
+
+    /// Softmax over the last dimension.
+    public func softmax() -> Tensor {
+        let n = shape.last ?? 1
+        let out = storage.copy()
+        softmaxRows(out.pointer, rows: count / n, n: n)
+        let node = node
+        return Tensor.result(shape, out, inputs: [self]) { g in
+            softmaxRowsBackward(out.pointer, g.pointer, node!.gradientStorage().pointer, rows: g.count / n, n: n)
+        }
+    }
+
+    /// Inverted dropout: zeroes each element with probability p and scales survivors by 1/(1-p).
+    /// The identity when p is 0.
+    public func dropout(_ p: Float, using rng: inout RandomGenerator) -> Tensor {
+        precondition(p >= 0 && p < 1, "dropout probability \(p) is outside [0, 1)")
+        if p == 0 { return self }
+        let mask = Storage(uninitializedCount: count), keep = 1 / (1 - p)
+        for i in 0..<count { mask.pointer[i] = rng.uniform() < p ? 0 : keep }
+        let out = Storage(uninitializedCount: count)
+        for i in 0..<count { out.pointer[i] = pointer[i] * mask.pointer[i] }
+        let n = node
+        return Tensor.result(shape, out, inputs: [self]) { g in
+            let d = n!.gradientStorage().pointer
+            for i in 0..<g.count { d[i] += g.pointer[i] * mask.pointer[i] }
+        }
+    }
+}

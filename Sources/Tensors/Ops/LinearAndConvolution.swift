@@ -1,0 +1,61 @@
+/// Dense and convolutional layers' ops and their gradients.
+
+extension Tensor {
+    /// y = x W^T + b over the last dimension. x [..., in], weight [out, in], bias [out].
+    public func linear(weight: Tensor, bias: Tensor?) -> Tensor {
+        let inFeatures = shape.last!, outFeatures = weight.shape[0]
+        precondition(weight.shape == [outFeatures, inFeatures],
+                     "linear: weight \(weight.shape) does not take \(inFeatures) input features")
+        let rows = count / inFeatures
+        let out = Storage(uninitializedCount: rows * outFeatures)
+        if let bias {
+            for r in 0..<rows { (out.pointer + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
+        }
+        gemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: pointer, lda: inFeatures,
+             b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out.pointer, ldc: outFeatures)
+        let nx = node, nw = weight.node, nb = bias?.node
+        let x = nw != nil ? storage : nil, w = nx != nil ? weight.storage : nil
+        var outShape = shape
+        outShape[outShape.count - 1] = outFeatures
+        return Tensor.result(outShape, out, inputs: [self, weight] + (bias.map { [$0] } ?? [])) { g in
+            if let nx {  // dx = dy W
+                gemm(m: rows, n: inFeatures, k: outFeatures, a: g.pointer, lda: outFeatures,
+                     b: w!.pointer, ldb: inFeatures, beta: 1, c: nx.gradientStorage().pointer, ldc: inFeatures)
+            }
+            if let nw {  // dW = dy^T x
+                gemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows, a: g.pointer, lda: outFeatures,
+                     b: x!.pointer, ldb: inFeatures, beta: 1, c: nw.gradientStorage().pointer, ldc: inFeatures)
+            }
+            if let nb {
+                let d = nb.gradientStorage().pointer
+                for r in 0..<rows { for o in 0..<outFeatures { d[o] += g.pointer[r * outFeatures + o] } }
+            }
+        }
+    }
+
+    /// 2-D convolution. self [N, C, H, W], weight [O, C, k, k], bias [O]. Padding is
+    /// (top, left, bottom, right); `padding: 1` pads all sides by one.
+    public func conv2d(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
+        conv2d(weight: weight, bias: bias, stride: stride, padding: (padding, padding, padding, padding))
+    }
+
+    public func conv2d(weight: Tensor, bias: Tensor?, stride: Int,
+                       padding: (top: Int, left: Int, bottom: Int, right: Int)) -> Tensor {
+        precondition(rank == 4 && weight.rank == 4 && weight.shape[1] == shape[1] && weight.shape[2] == weight.shape[3],
+                     "conv2d: input \(shape) and weight \(weight.shape) do not match")
+        let g = ConvGeometry(batch: shape[0], channels: shape[1], height: shape[2], width: shape[3],
+                             outChannels: weight.shape[0], kernel: weight.shape[2], stride: stride,
+                             padTop: padding.top, padLeft: padding.left,
+                             padBottom: padding.bottom, padRight: padding.right)
+        let out = Storage(uninitializedCount: g.batch * g.outChannels * g.outPixels)
+        conv2dForward(g, x: pointer, weight: weight.pointer, bias: bias?.pointer, y: out.pointer)
+        let nx = node, nw = weight.node, nb = bias?.node
+        let x = storage, w = weight.storage
+        return Tensor.result([g.batch, g.outChannels, g.outHeight, g.outWidth], out,
+                             inputs: [self, weight] + (bias.map { [$0] } ?? [])) { grad in
+            conv2dBackward(g, x: x.pointer, weight: w.pointer, dy: grad.pointer,
+                           dx: nx?.gradientStorage().pointer, dweight: nw?.gradientStorage().pointer,
+                           dbias: nb?.gradientStorage().pointer)
+        }
+    }
+}

@@ -1,0 +1,58 @@
+/// Ops that move data, and their gradients: upsampling, concatenation, transposition.
+
+extension Tensor {
+    /// Nearest-neighbour 2x upsampling of [N, C, H, W].
+    public func upsampledNearest2x() -> Tensor {
+        let (h, w) = (shape[2], shape[3]), planes = shape[0] * shape[1]
+        let out = Storage(uninitializedCount: 4 * count)
+        upsampleNearest2xForward(pointer, planes: planes, height: h, width: w, out.pointer)
+        let n = node
+        return Tensor.result([shape[0], shape[1], 2 * h, 2 * w], out, inputs: [self]) { g in
+            upsampleNearest2xBackward(g.pointer, planes: planes, height: h, width: w, n!.gradientStorage().pointer)
+        }
+    }
+
+    /// [B, R, C] -> [B, C, R] (a rank-2 tensor is one batch).
+    public func transposedLastTwo() -> Tensor {
+        let r = shape[rank - 2], c = shape[rank - 1], b = count / (r * c)
+        let out = Storage(uninitializedCount: count)
+        transposeBatched(pointer, batch: b, rows: r, columns: c, out.pointer, add: false)
+        var newShape = shape
+        newShape.swapAt(rank - 2, rank - 1)
+        let n = node
+        return Tensor.result(newShape, out, inputs: [self]) { g in
+            transposeBatched(g.pointer, batch: b, rows: c, columns: r, n!.gradientStorage().pointer, add: true)
+        }
+    }
+}
+
+/// Concatenation along dimension 1 (channels) of tensors equal in every other dimension.
+public func concatChannels(_ parts: [Tensor]) -> Tensor {
+    let first = parts[0]
+    let batch = first.shape[0], inner = first.count / (first.shape[0] * first.shape[1])
+    for p in parts {
+        precondition(p.shape[0] == batch && p.count / (p.shape[0] * p.shape[1]) == inner && p.rank == first.rank,
+                     "concat: shapes \(parts.map(\.shape)) differ outside dimension 1")
+    }
+    let channels = parts.map { $0.shape[1] }, total = channels.reduce(0, +)
+    let out = Storage(uninitializedCount: batch * total * inner)
+    var offset = 0
+    for (p, c) in zip(parts, channels) {
+        copyRows(p.pointer, srcStride: c * inner, out.pointer + offset * inner, dstStride: total * inner,
+                 rows: batch, n: c * inner, add: false)
+        offset += c
+    }
+    var shape = first.shape
+    shape[1] = total
+    let nodes = parts.map(\.node)
+    return Tensor.result(shape, out, inputs: parts) { g in
+        var offset = 0
+        for (n, c) in zip(nodes, channels) {
+            if let n {
+                copyRows(g.pointer + offset * inner, srcStride: total * inner, n.gradientStorage().pointer,
+                         dstStride: c * inner, rows: batch, n: c * inner, add: true)
+            }
+            offset += c
+        }
+    }
+}

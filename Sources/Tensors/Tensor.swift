@@ -1,0 +1,60 @@
+import Foundation
+
+/// An n-dimensional float32 array: a shape plus contiguous row-major storage (NCHW for images),
+/// plus an autodiff node when it takes part in a recorded computation.
+///
+/// There are no strides: every op reads and writes contiguous memory, and a layout change is an
+/// explicit copy (`transposedLastTwo`). `reshaped` shares storage.
+public struct Tensor: @unchecked Sendable {
+    public let shape: [Int]
+    public let storage: Storage
+    /// Set when this value depends on a parameter and gradients are being recorded.
+    var node: Node?
+
+    public init(shape: [Int], storage: Storage) {
+        precondition(shape.reduce(1, *) == storage.count,
+                     "shape \(shape) needs \(shape.reduce(1, *)) elements, storage has \(storage.count)")
+        self.shape = shape
+        self.storage = storage
+        self.node = nil
+    }
+
+    public init(shape: [Int], _ values: [Float]) {
+        self.init(shape: shape, storage: Storage(values))
+    }
+
+    public init(zeros shape: [Int]) {
+        self.init(shape: shape, storage: Storage(zeros: shape.reduce(1, *)))
+    }
+
+    public init(shape: [Int], repeating value: Float) {
+        let s = Storage(uninitializedCount: shape.reduce(1, *))
+        s.pointer.update(repeating: value, count: s.count)
+        self.init(shape: shape, storage: s)
+    }
+
+    public var count: Int { storage.count }
+    public var rank: Int { shape.count }
+    public var scalars: [Float] { Array(storage.buffer) }
+    public var pointer: UnsafeMutablePointer<Float> { storage.pointer }
+
+    /// The value of a one-element tensor.
+    public var item: Float {
+        precondition(count == 1, "item needs one element, shape is \(shape)")
+        return storage.pointer[0]
+    }
+
+    /// A deep copy, detached from any recorded computation.
+    public func copy() -> Tensor { Tensor(shape: shape, storage: storage.copy()) }
+
+    /// The same values, no longer tracked by autodiff.
+    public var detached: Tensor { Tensor(shape: shape, storage: storage) }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let shown = storage.buffer.prefix(8).map { String(format: "%.4g", $0) }.joined(separator: ", ")
+        return "Tensor(\(shape): [\(shown)\(count > 8 ? ", ..." : "")])"
+    }
+}
+

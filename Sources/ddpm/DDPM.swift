@@ -1,0 +1,11 @@
+import ArgumentParser
+import Tensors
+
+@main
+struct DDPM: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ddpm",
+        abstract: "Denoising diffusion probabilistic models in Swift.",
+        version: "0.1.0",
+        subcommands: [])
+}

@@ -1,0 +1,111 @@
+import Testing
+import Tensors
+import TestSupport
+
+/// Fast kernels against their naive twins.
+@Suite struct KernelTests {
+    @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
+    func gemmMatchesNaive(transposes: (Bool, Bool)) {
+        let (m, n, k) = (37, 29, 53)
+        let a = randomTensor(transposes.0 ? [k, m] : [m, k], seed: 1)
+        let b = randomTensor(transposes.1 ? [n, k] : [k, n], seed: 2)
+        let c0 = randomTensor([m, n], seed: 3)
+        let fast = c0.copy(), slow = c0.copy()
+        for (c, f) in [(fast, gemm), (slow, gemmNaive)] as [(Tensor, GemmFunction)] {
+            f(transposes.0, transposes.1, m, n, k, 0.5, a.pointer, transposes.0 ? m : k,
+              b.pointer, transposes.1 ? k : n, 2, c.pointer, n)
+        }
+        #expect(maxAbsDifference(fast, slow) < 1e-4)
+    }
+
+    typealias GemmFunction = (Bool, Bool, Int, Int, Int, Float, UnsafePointer<Float>, Int, UnsafePointer<Float>, Int,
+                              Float, UnsafeMutablePointer<Float>, Int) -> Void
+
+    @Test(arguments: [
+        ConvGeometry(batch: 3, channels: 5, height: 9, width: 7, outChannels: 4, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 2, channels: 3, height: 8, width: 8, outChannels: 6, kernel: 3, stride: 2, padding: 1),
+        ConvGeometry(batch: 2, channels: 3, height: 8, width: 8, outChannels: 6, kernel: 3, stride: 2,
+                     padTop: 0, padLeft: 0, padBottom: 1, padRight: 1),
+        ConvGeometry(batch: 4, channels: 6, height: 5, width: 5, outChannels: 3, kernel: 1),
+        ConvGeometry(batch: 1, channels: 6, height: 5, width: 5, outChannels: 3, kernel: 1),
+        // large enough that the batch is split into several im2col chunks
+        ConvGeometry(batch: 6, channels: 64, height: 28, width: 28, outChannels: 8, kernel: 3, stride: 1, padding: 1),
+    ])
+    func convMatchesNaive(g: ConvGeometry) {
+        let x = randomTensor([g.batch, g.channels, g.height, g.width], seed: 4)
+        let w = randomTensor([g.outChannels, g.channels, g.kernelHeight, g.kernelWidth], seed: 5)
+        let b = randomTensor([g.outChannels], seed: 6)
+        let fast = Tensor(zeros: [g.batch, g.outChannels, g.outHeight, g.outWidth]), slow = fast.copy()
+        conv2dForward(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: fast.pointer)
+        conv2dNaive(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: slow.pointer)
+        #expect(maxAbsDifference(fast, slow) < 1e-3)
+    }
+
+    /// The convolution's backward pass against the adjoint identity <conv(x), dy> = <x, conv^T(dy)>
+    /// and a weight gradient built from the naive forward pass, at a chunked size.
+    @Test func convBackwardAtChunkedSize() {
+        let g = ConvGeometry(batch: 5, channels: 64, height: 28, width: 28, outChannels: 4, kernel: 3, stride: 1, padding: 1)
+        let x = randomTensor([5, 64, 28, 28], seed: 7), w = randomTensor([4, 64, 3, 3], seed: 8)
+        let dy = randomTensor([5, 4, 28, 28], seed: 9)
+        let y = Tensor(zeros: dy.shape)
+        conv2dNaive(g, x: x.pointer, weight: w.pointer, bias: nil, y: y.pointer)
+        let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: w.shape), db = Tensor(zeros: [4])
+        conv2dBackward(g, x: x.pointer, weight: w.pointer, dy: dy.pointer, dx: dx.pointer, dweight: dw.pointer, dbias: db.pointer)
+        func dot(_ a: Tensor, _ b: Tensor) -> Double { (0..<a.count).reduce(0.0) { $0 + Double(a.pointer[$1]) * Double(b.pointer[$1]) } }
+        let lhs = dot(y, dy), rhs = dot(x, dx), rhsW = dot(w, dw)
+        #expect(abs(lhs - rhs) < 1e-4 * abs(lhs) + 1e-2)
+        #expect(abs(lhs - rhsW) < 1e-4 * abs(lhs) + 1e-2)  // the conv is linear in w as well
+        var sumDy: Float = 0
+        for n in 0..<5 { for i in 0..<784 { sumDy += dy.pointer[(n * 4 + 2) * 784 + i] } }
+        #expect(abs(db.pointer[2] - sumDy) < 1e-2)
+    }
+
+    @Test(arguments: [(1, 7, 8), (2, 5, 4), (4, 33, 16)])
+    func attentionMatchesNaive(shape: (heads: Int, length: Int, headDim: Int)) {
+        let g = AttentionGeometry(batch: 3, length: shape.length, heads: shape.heads, headDim: shape.headDim)
+        let q = randomTensor([3, g.length, shape.heads * shape.headDim], seed: 10)
+        let k = randomTensor(q.shape, seed: 11), v = randomTensor(q.shape, seed: 12)
+        let fast = scaledDotProductAttention(query: q, key: k, value: v, heads: shape.heads)
+        let slow = Tensor(zeros: q.shape)
+        attentionNaive(g, q: q.pointer, k: k.pointer, v: v.pointer, out: slow.pointer)
+        #expect(maxAbsDifference(fast, slow) < 1e-5)
+    }
+
+    @Test func fastExpAccuracy() {
+        var worst: Float = 0
+        var x: Float = -80
+        while x < 80 {
+            let exact = Foundation.exp(Double(x))
+            worst = max(worst, Float(abs(Double(fastExp(x)) - exact) / exact))
+            x += 0.0137
+        }
+        #expect(worst < 3e-7)
+    }
+
+    @Test func broadcastPlanMergesAndRejects() {
+        #expect(BroadcastPlan([2, 3, 4], [3, 5]) == nil)
+        #expect(BroadcastPlan([2, 3, 4, 5], [2, 3, 1, 1])?.shape == [2, 3, 4, 5])
+        #expect(BroadcastPlan([3, 1], [1, 4])?.shape == [3, 4])
+    }
+
+    @Test func groupNormMatchesDefinition() {
+        let x = randomTensor([2, 4, 3, 3], seed: 13, scale: 3) + 5
+        let gamma = randomTensor([4], seed: 14), beta = randomTensor([4], seed: 15)
+        let y = x.groupNorm(groups: 2, gamma: gamma, beta: beta, epsilon: 1e-5)
+        for n in 0..<2 {
+            for g in 0..<2 {
+                let idx = (0..<18).map { (n * 4 + g * 2) * 9 + $0 }
+                let vals = idx.map { Double(x.pointer[$0]) }
+                let mean = vals.reduce(0, +) / 18
+                let variance = vals.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 18
+                for (j, i) in idx.enumerated() {
+                    let c = g * 2 + j / 9
+                    let expected = (vals[j] - mean) / (variance + 1e-5).squareRoot() * Double(gamma.pointer[c]) + Double(beta.pointer[c])
+                    #expect(abs(Double(y.pointer[i]) - expected) < 1e-5)
+                }
+            }
+        }
+    }
+}
+
+import Foundation
