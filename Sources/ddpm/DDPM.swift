@@ -1,5 +1,4 @@
 import ArgumentParser
-import Tensors
 
 @main
 struct DDPM: ParsableCommand {
@@ -7,5 +6,5 @@ struct DDPM: ParsableCommand {
         commandName: "ddpm",
         abstract: "Denoising diffusion probabilistic models in Swift.",
         version: "0.1.0",
-        subcommands: [])
+        subcommands: [Demo.self, Bench.self])
 }
