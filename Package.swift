@@ -2,7 +2,7 @@
 // swift-ddpm: denoising diffusion probabilistic models in Swift.
 //
 // Modules, imports pointing down only:
-//   ddpm (CLI) -> Diffusion -> Layers -> Tensors -> CBLAS
+//   ddpm (CLI) -> Diffusion -> Layers, Datasets -> Tensors -> CBLAS (and CPNG under Datasets)
 // Build flags such as `-target-cpu haswell` live in the Makefile, never here: a manifest with
 // unsafeFlags cannot be used as a versioned dependency.
 import PackageDescription
@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "ddpm", targets: ["ddpm"]),
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "Layers", targets: ["Layers"]),
+        .library(name: "Datasets", targets: ["Datasets"]),
+        .library(name: "Diffusion", targets: ["Diffusion"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -20,14 +22,20 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
         .target(name: "Tensors", dependencies: ["CBLAS"]),
+        .target(name: "Datasets", dependencies: ["Tensors", "CPNG"]),
         .target(name: "Layers", dependencies: ["Tensors"]),
+        .target(name: "Diffusion", dependencies: ["Layers", "Datasets", "Tensors"]),
         .executableTarget(name: "ddpm", dependencies: [
-            "Layers", "Tensors",
+            "Diffusion", "Datasets", "Layers", "Tensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "TestSupport"]),
+        .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensors", "TestSupport"]),
     ]
 )

@@ -1,0 +1,174 @@
+import Foundation
+
+/// `scheduler/scheduler_config.json` with diffusers' keys and defaults. One struct serves the DDPM
+/// and DDIM schedulers (a DDIM built from a DDPM config, as `DDIMScheduler.from_config` does, takes
+/// the keys it knows and defaults the rest). Unknown keys are ignored; a known key with a wrong type
+/// or an impossible value is an error that names it.
+public struct SchedulerConfig: Equatable, Sendable {
+    public enum BetaSchedule: String, Sendable, CaseIterable { case linear, scaledLinear = "scaled_linear", cosine = "squaredcos_cap_v2" }
+    public enum PredictionType: String, Sendable, CaseIterable { case epsilon, sample, vPrediction = "v_prediction" }
+    public enum VarianceType: String, Sendable, CaseIterable {
+        case fixedSmall = "fixed_small", fixedSmallLog = "fixed_small_log", fixedLarge = "fixed_large", fixedLargeLog = "fixed_large_log"
+    }
+    public enum TimestepSpacing: String, Sendable, CaseIterable { case leading, trailing, linspace }
+
+    public var className = "DDPMScheduler"
+    public var numTrainTimesteps = 1000
+    public var betaStart = 0.0001
+    public var betaEnd = 0.02
+    public var betaSchedule = BetaSchedule.linear
+    public var trainedBetas: [Double]? = nil
+    public var rescaleBetasZeroSNR = false
+    public var predictionType = PredictionType.epsilon
+    public var varianceType = VarianceType.fixedSmall
+    public var clipSample = true
+    public var clipSampleRange = 1.0
+    public var thresholding = false
+    public var dynamicThresholdingRatio = 0.995
+    public var sampleMaxValue = 1.0
+    public var timestepSpacing = TimestepSpacing.leading
+    public var stepsOffset = 0
+    /// DDIM only: abar before the first step is 1 (else abar_0).
+    public var setAlphaToOne = true
+
+    public init() {}
+
+    /// Parses the JSON of a scheduler config; `source` names the file in errors.
+    public init(json data: Data, source: URL) throws {
+        guard let object = try? JSONSerialization.jsonObject(with: data), let dict = object as? [String: Any] else {
+            throw ConfigError(source, key: nil, "is not a JSON object")
+        }
+        let r = ConfigReader(dict: dict, source: source)
+        className = try r.string("_class_name") ?? className
+        numTrainTimesteps = try r.int("num_train_timesteps") ?? numTrainTimesteps
+        betaStart = try r.double("beta_start") ?? betaStart
+        betaEnd = try r.double("beta_end") ?? betaEnd
+        betaSchedule = try r.enumeration("beta_schedule") ?? betaSchedule
+        trainedBetas = try r.doubles("trained_betas")
+        rescaleBetasZeroSNR = try r.bool("rescale_betas_zero_snr") ?? rescaleBetasZeroSNR
+        predictionType = try r.enumeration("prediction_type") ?? predictionType
+        varianceType = try r.enumeration("variance_type") ?? varianceType
+        clipSample = try r.bool("clip_sample") ?? clipSample
+        clipSampleRange = try r.double("clip_sample_range") ?? clipSampleRange
+        thresholding = try r.bool("thresholding") ?? thresholding
+        dynamicThresholdingRatio = try r.double("dynamic_thresholding_ratio") ?? dynamicThresholdingRatio
+        sampleMaxValue = try r.double("sample_max_value") ?? sampleMaxValue
+        timestepSpacing = try r.enumeration("timestep_spacing") ?? timestepSpacing
+        stepsOffset = try r.int("steps_offset") ?? stepsOffset
+        setAlphaToOne = try r.bool("set_alpha_to_one") ?? setAlphaToOne
+        try validate(source: source)
+    }
+
+    public static func load(_ url: URL) throws -> SchedulerConfig {
+        guard let data = FileManager.default.contents(atPath: url.path) else { throw ConfigError(url, key: nil, "cannot be read") }
+        return try SchedulerConfig(json: data, source: url)
+    }
+
+    /// Checks every value that would make the schedule meaningless.
+    public func validate(source: URL) throws {
+        guard numTrainTimesteps >= 1 else { throw ConfigError(source, key: "num_train_timesteps", "must be at least 1, is \(numTrainTimesteps)") }
+        if let trainedBetas {
+            guard trainedBetas.count == numTrainTimesteps else {
+                throw ConfigError(source, key: "trained_betas", "has \(trainedBetas.count) values for num_train_timesteps \(numTrainTimesteps)")
+            }
+            if let bad = trainedBetas.first(where: { !($0 > 0 && $0 < 1) }) {
+                throw ConfigError(source, key: "trained_betas", "holds \(bad); every beta must lie in (0, 1)")
+            }
+        } else if betaSchedule != .cosine {
+            for (key, v) in [("beta_start", betaStart), ("beta_end", betaEnd)] where !(v > 0 && v < 1) {
+                throw ConfigError(source, key: key, "must lie in (0, 1), is \(v)")
+            }
+        }
+        guard clipSampleRange > 0 else { throw ConfigError(source, key: "clip_sample_range", "must be positive, is \(clipSampleRange)") }
+        guard dynamicThresholdingRatio > 0 && dynamicThresholdingRatio <= 1 else {
+            throw ConfigError(source, key: "dynamic_thresholding_ratio", "must lie in (0, 1], is \(dynamicThresholdingRatio)")
+        }
+        guard sampleMaxValue >= 1 else { throw ConfigError(source, key: "sample_max_value", "must be at least 1, is \(sampleMaxValue)") }
+        guard stepsOffset >= 0 else { throw ConfigError(source, key: "steps_offset", "must not be negative, is \(stepsOffset)") }
+    }
+
+    /// The JSON diffusers writes, every key present, sorted.
+    public func json(className: String? = nil) -> Data {
+        let dict: [String: Any] = [
+            "_class_name": className ?? self.className, "_diffusers_version": "0.42.1",
+            "num_train_timesteps": numTrainTimesteps, "beta_start": betaStart, "beta_end": betaEnd,
+            "beta_schedule": betaSchedule.rawValue, "trained_betas": trainedBetas.map { $0 as Any } ?? NSNull(),
+            "rescale_betas_zero_snr": rescaleBetasZeroSNR, "prediction_type": predictionType.rawValue,
+            "variance_type": varianceType.rawValue, "clip_sample": clipSample, "clip_sample_range": clipSampleRange,
+            "thresholding": thresholding, "dynamic_thresholding_ratio": dynamicThresholdingRatio,
+            "sample_max_value": sampleMaxValue, "timestep_spacing": timestepSpacing.rawValue,
+            "steps_offset": stepsOffset, "set_alpha_to_one": setAlphaToOne,
+        ]
+        return try! JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys])
+    }
+}
+
+/// A configuration file with a missing, mistyped or impossible value.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public let file: String
+    public let key: String?
+    public let problem: String
+    public init(_ file: URL, key: String?, _ problem: String) {
+        self.file = file.path; self.key = key; self.problem = problem
+    }
+    public var description: String { "\(file): " + (key.map { "'\($0)' " } ?? "") + problem }
+}
+
+/// Typed access to a JSON dictionary with errors that name the key. A JSON null reads as absent.
+struct ConfigReader {
+    let dict: [String: Any]
+    let source: URL
+
+    private func value(_ key: String) -> Any? {
+        guard let v = dict[key], !(v is NSNull) else { return nil }
+        return v
+    }
+    private func number(_ key: String) throws -> NSNumber? {
+        guard let v = value(key) else { return nil }
+        guard let n = v as? NSNumber, !isBool(n) else { throw ConfigError(source, key: key, "must be a number, is \(v)") }
+        return n
+    }
+    /// JSON booleans arrive as NSNumbers whose Objective-C type is `c` (char).
+    private func isBool(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
+
+    func int(_ key: String) throws -> Int? {
+        guard let n = try number(key) else { return nil }
+        guard n.doubleValue == n.doubleValue.rounded() else { throw ConfigError(source, key: key, "must be an integer, is \(n)") }
+        return n.intValue
+    }
+    func double(_ key: String) throws -> Double? { try number(key)?.doubleValue }
+    func bool(_ key: String) throws -> Bool? {
+        guard let v = value(key) else { return nil }
+        guard let n = v as? NSNumber, isBool(n) else { throw ConfigError(source, key: key, "must be true or false, is \(v)") }
+        return n.boolValue
+    }
+    func string(_ key: String) throws -> String? {
+        guard let v = value(key) else { return nil }
+        guard let s = v as? String else { throw ConfigError(source, key: key, "must be a string, is \(v)") }
+        return s
+    }
+    func strings(_ key: String) throws -> [String]? {
+        guard let v = value(key) else { return nil }
+        guard let a = v as? [String] else { throw ConfigError(source, key: key, "must be a list of strings, is \(v)") }
+        return a
+    }
+    func ints(_ key: String) throws -> [Int]? {
+        guard let v = value(key) else { return nil }
+        guard let a = v as? [NSNumber], a.allSatisfy({ !isBool($0) && $0.doubleValue == $0.doubleValue.rounded() }) else {
+            throw ConfigError(source, key: key, "must be a list of integers, is \(v)")
+        }
+        return a.map(\.intValue)
+    }
+    func doubles(_ key: String) throws -> [Double]? {
+        guard let v = value(key) else { return nil }
+        guard let a = v as? [NSNumber], a.allSatisfy({ !isBool($0) }) else { throw ConfigError(source, key: key, "must be a list of numbers") }
+        return a.map(\.doubleValue)
+    }
+    func enumeration<E: RawRepresentable & CaseIterable>(_ key: String) throws -> E? where E.RawValue == String {
+        guard let s = try string(key) else { return nil }
+        guard let e = E(rawValue: s) else {
+            throw ConfigError(source, key: key, "'\(s)' is not supported (supported: \(E.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return e
+    }
+}
