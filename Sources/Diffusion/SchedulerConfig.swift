@@ -1,4 +1,5 @@
 import Foundation
+import Tensors
 
 /// `scheduler/scheduler_config.json` with diffusers' keys and defaults. One struct serves the DDPM
 /// and DDIM schedulers (a DDIM built from a DDPM config, as `DDIMScheduler.from_config` does, takes
@@ -35,10 +36,7 @@ public struct SchedulerConfig: Equatable, Sendable {
 
     /// Parses the JSON of a scheduler config; `source` names the file in errors.
     public init(json data: Data, source: URL) throws {
-        guard let object = try? JSONSerialization.jsonObject(with: data), let dict = object as? [String: Any] else {
-            throw ConfigError(source, key: nil, "is not a JSON object")
-        }
-        let r = ConfigReader(dict: dict, source: source)
+        let r = try ConfigReader(json: data, source: source)
         className = try r.string("_class_name") ?? className
         numTrainTimesteps = try r.int("num_train_timesteps") ?? numTrainTimesteps
         betaStart = try r.double("beta_start") ?? betaStart
@@ -103,72 +101,3 @@ public struct SchedulerConfig: Equatable, Sendable {
     }
 }
 
-/// A configuration file with a missing, mistyped or impossible value.
-public struct ConfigError: Error, CustomStringConvertible, Equatable {
-    public let file: String
-    public let key: String?
-    public let problem: String
-    public init(_ file: URL, key: String?, _ problem: String) {
-        self.file = file.path; self.key = key; self.problem = problem
-    }
-    public var description: String { "\(file): " + (key.map { "'\($0)' " } ?? "") + problem }
-}
-
-/// Typed access to a JSON dictionary with errors that name the key. A JSON null reads as absent.
-struct ConfigReader {
-    let dict: [String: Any]
-    let source: URL
-
-    private func value(_ key: String) -> Any? {
-        guard let v = dict[key], !(v is NSNull) else { return nil }
-        return v
-    }
-    private func number(_ key: String) throws -> NSNumber? {
-        guard let v = value(key) else { return nil }
-        guard let n = v as? NSNumber, !isBool(n) else { throw ConfigError(source, key: key, "must be a number, is \(v)") }
-        return n
-    }
-    /// JSON booleans arrive as NSNumbers whose Objective-C type is `c` (char).
-    private func isBool(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
-
-    func int(_ key: String) throws -> Int? {
-        guard let n = try number(key) else { return nil }
-        guard n.doubleValue == n.doubleValue.rounded() else { throw ConfigError(source, key: key, "must be an integer, is \(n)") }
-        return n.intValue
-    }
-    func double(_ key: String) throws -> Double? { try number(key)?.doubleValue }
-    func bool(_ key: String) throws -> Bool? {
-        guard let v = value(key) else { return nil }
-        guard let n = v as? NSNumber, isBool(n) else { throw ConfigError(source, key: key, "must be true or false, is \(v)") }
-        return n.boolValue
-    }
-    func string(_ key: String) throws -> String? {
-        guard let v = value(key) else { return nil }
-        guard let s = v as? String else { throw ConfigError(source, key: key, "must be a string, is \(v)") }
-        return s
-    }
-    func strings(_ key: String) throws -> [String]? {
-        guard let v = value(key) else { return nil }
-        guard let a = v as? [String] else { throw ConfigError(source, key: key, "must be a list of strings, is \(v)") }
-        return a
-    }
-    func ints(_ key: String) throws -> [Int]? {
-        guard let v = value(key) else { return nil }
-        guard let a = v as? [NSNumber], a.allSatisfy({ !isBool($0) && $0.doubleValue == $0.doubleValue.rounded() }) else {
-            throw ConfigError(source, key: key, "must be a list of integers, is \(v)")
-        }
-        return a.map(\.intValue)
-    }
-    func doubles(_ key: String) throws -> [Double]? {
-        guard let v = value(key) else { return nil }
-        guard let a = v as? [NSNumber], a.allSatisfy({ !isBool($0) }) else { throw ConfigError(source, key: key, "must be a list of numbers") }
-        return a.map(\.doubleValue)
-    }
-    func enumeration<E: RawRepresentable & CaseIterable>(_ key: String) throws -> E? where E.RawValue == String {
-        guard let s = try string(key) else { return nil }
-        guard let e = E(rawValue: s) else {
-            throw ConfigError(source, key: key, "'\(s)' is not supported (supported: \(E.allCases.map(\.rawValue).joined(separator: ", ")))")
-        }
-        return e
-    }
-}
