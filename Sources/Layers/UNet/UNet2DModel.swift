@@ -88,3 +88,31 @@ public final class UNet2DModel: Module {
             + nested("conv_norm_out", convNormOut) + nested("conv_out", convOut)
     }
 }
+
+extension UNet2DModel {
+    /// Loads diffusers weights strictly, after renaming the attention weights of checkpoints
+    /// converted in 2022 (`query`, `key`, `value`, `proj_attn`, possibly 1x1-conv shaped) to
+    /// today's `to_q`, `to_k`, `to_v`, `to_out.0`, as diffusers itself does on load.
+    public func loadDiffusersWeights(_ tensors: [String: Tensor], from source: URL) throws {
+        try load(Self.renamingLegacyAttention(tensors), from: source)
+    }
+
+    static let legacyAttentionNames = ["query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"]
+
+    static func renamingLegacyAttention(_ tensors: [String: Tensor]) -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for (name, tensor) in tensors {
+            var parts = name.split(separator: ".").map(String.init)
+            if parts.count >= 3, parts.dropLast(2).contains("attentions"),
+               let modern = legacyAttentionNames[parts[parts.count - 2]] {
+                parts[parts.count - 2] = modern
+                let t = tensor.rank == 4 && tensor.shape[2] == 1 && tensor.shape[3] == 1
+                    ? tensor.reshaped([tensor.shape[0], tensor.shape[1]]) : tensor
+                out[parts.joined(separator: ".")] = t
+            } else {
+                out[name] = tensor
+            }
+        }
+        return out
+    }
+}

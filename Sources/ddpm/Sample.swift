@@ -1,0 +1,140 @@
+import ArgumentParser
+import Datasets
+import Diffusion
+import Foundation
+import Tensors
+
+extension Pipeline.SamplerKind: ExpressibleByArgument {}
+extension SchedulerConfig.TimestepSpacing: ExpressibleByArgument {}
+
+/// Generates images from a model folder.
+struct Sample: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate images with a diffusion model (a diffusers DDPMPipeline folder).",
+        discussion: """
+            Scheduler settings come from the folder's scheduler_config.json; flags override them. \
+            A .png output is a grid of the images; a .npy output holds the final samples [N, C, H, W] \
+            exactly as the last scheduler step returns them. Without --model, the bundled model is used.
+            """)
+
+    @Option(help: "Model folder (diffusers pipeline or unet folder). Default: the bundled model.") var model: String?
+    @Option(help: "Number of images (ignored with --noise).") var count = 16
+    @Option(help: "Sampler: ddpm (ancestral) or ddim. Default: the folder's scheduler class.") var sampler: Pipeline.SamplerKind?
+    @Option(help: "Inference steps. Default: all training timesteps for ddpm, 50 for ddim.") var steps: Int?
+    @Option(help: "DDIM's eta: 0 deterministic, 1 DDPM-like noise.") var eta: Float = 0
+    @Option(help: "Timestep spacing: leading, trailing or linspace. Default: the folder's.") var timestepSpacing: SchedulerConfig.TimestepSpacing?
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(help: "Starting noise as a float32 .npy [N, C, H, W]; N sets the count.") var noise: String?
+    @Option(help: "Output file: .png (a grid) or .npy (raw samples).") var output = "samples.png"
+    @Option(help: "Also write a strip of x_t at evenly spaced steps, noise to image, to this PNG.") var progression: String?
+    @Option(help: "Images denoised at once.") var batchSize = 64
+
+    func validate() throws {
+        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        guard eta >= 0 else { throw ValidationError("--eta must be 0 or more") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        guard output.hasSuffix(".png") || output.hasSuffix(".npy") else { throw ValidationError("--output must end in .png or .npy") }
+        if let progression, !progression.hasSuffix(".png") { throw ValidationError("--progression must end in .png") }
+        if eta > 0 && sampler == .ddpm { throw ValidationError("--eta applies to the ddim sampler only") }
+    }
+
+    func run() throws {
+        let folder = try model.map { URL(fileURLWithPath: $0) } ?? BundledModel.folder()
+        let pipeline = try Pipeline.load(folder)
+        let kind = sampler ?? (pipeline.schedulerConfig.className == "DDIMScheduler" ? .ddim : .ddpm)
+        let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, spacing: timestepSpacing)
+
+        var rng = RandomGenerator(seed: seed)
+        let start: Tensor
+        if let noise {
+            let url = URL(fileURLWithPath: noise)
+            start = try NPY.readTensor(url)
+            let expected = pipeline.sampleShape(count: start.shape.first ?? 0)
+            guard start.shape == expected, start.shape[0] >= 1 else {
+                throw FormatError(url, "noise has shape \(start.shape); this model needs [N, \(expected[1]), \(expected[2]), \(expected[3])]")
+            }
+            if let bad = start.scalars.firstIndex(where: { !$0.isFinite }) {
+                throw FormatError(url, "noise holds a non-finite value (\(start.scalars[bad])) at index \(bad)")
+            }
+        } else {
+            start = Tensor.randomNormal(pipeline.sampleShape(count: count), using: &rng)
+        }
+
+        let n = start.shape[0], per = start.count / n
+        let frames = min(10, scheduler.timesteps.count)
+        let frameSteps = Set((1...frames).map { scheduler.timesteps.count * $0 / frames - 1 })
+        let shown = min(n, 8)
+        let result = Tensor(zeros: start.shape)
+        var strip: [Tensor] = progression == nil ? [] : [slice(start, 0, shown)]
+        let bar = ProgressBar(total: scheduler.timesteps.count * ((n + batchSize - 1) / batchSize),
+                              label: "\(kind.rawValue) \(scheduler.timesteps.count) steps")
+        let began = Date()
+        var done = 0
+        for b in stride(from: 0, to: n, by: batchSize) {
+            let m = min(batchSize, n - b)
+            var loop = pipeline.denoise(slice(start, b, m), with: scheduler, using: rng)
+            while let step = loop.next() {
+                done += 1
+                bar.update(done, detail: String(format: "%.2f img/s", Double(b + m * (step.index + 1) / step.count) / Date().timeIntervalSince(began)))
+                if b == 0, progression != nil, frameSteps.contains(step.index) { strip.append(slice(step.sample, 0, min(m, shown))) }
+            }
+            rng = loop.rng
+            (result.pointer + b * per).update(from: loop.sample.pointer, count: m * per)
+        }
+        let seconds = Date().timeIntervalSince(began)
+
+        let url = URL(fileURLWithPath: output)
+        if output.hasSuffix(".npy") { try NPY.write(result, to: url) } else { try imageGrid(result).writePNG(to: url) }
+        if let progression { try progressionStrip(strip).writePNG(to: URL(fileURLWithPath: progression)) }
+        print(String(format: "wrote %@: %d images, %@ %d steps in %.1f s (%.2f images/s)",
+                     output, n, kind.rawValue, scheduler.timesteps.count, seconds, Double(n) / seconds))
+    }
+
+    /// Images b ..< b + m of a batch.
+    func slice(_ x: Tensor, _ b: Int, _ m: Int) -> Tensor {
+        let per = x.count / x.shape[0]
+        return Tensor(shape: [m] + x.shape.dropFirst(),
+                      storage: Storage(Array(UnsafeBufferPointer(start: x.pointer + b * per, count: m * per))))
+    }
+
+    /// One row per image, one column per frame.
+    func progressionStrip(_ frames: [Tensor]) -> Image {
+        let rows = frames.map { $0.shape[0] }.min()!, per = frames[0].count / frames[0].shape[0]
+        let tiles = Tensor(zeros: [rows * frames.count] + frames[0].shape.dropFirst())
+        for r in 0..<rows {
+            for (f, frame) in frames.enumerated() {
+                (tiles.pointer + (r * frames.count + f) * per).update(from: frame.pointer + r * per, count: per)
+            }
+        }
+        return imageGrid(tiles, columns: frames.count)
+    }
+}
+
+/// Where the model bundled with the project lives.
+enum BundledModel {
+    static let relativePath = "models/fashion-mnist"
+
+    /// $DDPM_MODEL, else models/fashion-mnist beside the checkout the binary was built in, else
+    /// under the current directory.
+    static func folder() throws -> URL {
+        if let env = ProcessInfo.processInfo.environment["DDPM_MODEL"] { return URL(fileURLWithPath: env) }
+        var candidates: [URL] = []
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            candidates.append(dir.appendingPathComponent(relativePath))
+            dir = dir.deletingLastPathComponent()
+        }
+        candidates.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(relativePath))
+        if let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0.appendingPathComponent("model_index.json").path) }) {
+            return found
+        }
+        throw CommandError("no bundled model found (looked for \(relativePath) beside the binary and in the current directory); pass --model DIR")
+    }
+}
+
+/// A failure of the command itself (exit status 1), as opposed to a misuse of its flags.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+import Tensors
+import TestSupport
+
+/// The `ddpm` binary that `swift test` built beside the test bundle.
+let ddpmBinary: URL = {
+    let dir = Bundle.main.bundleURL.deletingLastPathComponent()
+    let candidates = [dir.appendingPathComponent("ddpm"), dir.deletingLastPathComponent().appendingPathComponent("ddpm"),
+                      Bundle.main.bundleURL.appendingPathComponent("ddpm")]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
+}()
+
+/// Runs ddpm with arguments; returns exit status, stdout and stderr.
+func ddpm(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+    let process = Process()
+    process.executableURL = ddpmBinary
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+@Suite struct SampleCommandTests {
+    let tiny = fixtures.appendingPathComponent("tiny-pipeline")
+
+    @Test func binaryExists() {
+        #expect(FileManager.default.isExecutableFile(atPath: ddpmBinary.path), "no ddpm binary at \(ddpmBinary.path)")
+    }
+
+    /// `ddpm sample --sampler ddim --steps 10 --eta 0 --noise ddim_noise.npy --output out.npy` equals diffusers.
+    @Test func ddimThroughTheCommandLineMatchesDiffusers() throws {
+        let out = temporaryDirectory().appendingPathComponent("out.npy")
+        let r = try ddpm(["sample", "--model", tiny.path, "--sampler", "ddim", "--steps", "10", "--eta", "0",
+                          "--noise", tiny.appendingPathComponent("ddim_noise.npy").path, "--output", out.path])
+        #expect(r.status == 0, "\(r.err)")
+        let ours = try NPY.readTensor(out), expected = try NPY.readTensor(tiny.appendingPathComponent("ddim_output.npy"))
+        #expect(ours.shape == expected.shape)
+        #expect(maxAbsDifference(ours, expected) < 1e-3)
+    }
+
+    @Test func pngGridAndProgression() throws {
+        let dir = temporaryDirectory()
+        let r = try ddpm(["sample", "--model", tiny.path, "--count", "3", "--sampler", "ddim", "--steps", "5",
+                          "--output", dir.appendingPathComponent("g.png").path, "--progression", dir.appendingPathComponent("p.png").path])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("g.png").path))
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("p.png").path))
+    }
+
+    /// Broken inputs: status 1, a message naming the file and the problem, and no output written.
+    @Test func brokenInputsFailCleanly() throws {
+        let dir = temporaryDirectory()
+        let badShape = dir.appendingPathComponent("shape.npy"), nan = dir.appendingPathComponent("nan.npy")
+        try NPY.encode(shape: [2, 3, 8, 8], float32: Array(repeating: 0, count: 384)).write(to: badShape)
+        var values = [Float](repeating: 0, count: 64)
+        values[5] = .nan
+        try NPY.encode(shape: [1, 1, 8, 8], float32: values).write(to: nan)
+        let broken = try copyOfTinyPipeline()
+        let weights = broken.appendingPathComponent("unet/diffusion_pytorch_model.safetensors")
+        try Data(contentsOf: weights).prefix(1000).write(to: weights)
+        let cases: [([String], String)] = [
+            (["--noise", badShape.path], "noise has shape [2, 3, 8, 8]"),
+            (["--noise", nan.path], "non-finite"),
+            (["--noise", dir.appendingPathComponent("missing.npy").path], "cannot read"),
+            (["--model", broken.path], "diffusion_pytorch_model.safetensors"),
+            (["--model", dir.appendingPathComponent("nothing").path], "not a model folder"),
+        ]
+        for (arguments, message) in cases {
+            let output = dir.appendingPathComponent("out-\(UUID().uuidString).png")
+            let args = ["sample", "--model", tiny.path, "--output", output.path] + arguments
+            let r = try ddpm(args)
+            #expect(r.status == 1, "\(arguments): status \(r.status)")
+            #expect(r.err.contains(message), "\(arguments): \(r.err)")
+            #expect(!FileManager.default.fileExists(atPath: output.path))
+        }
+    }
+}
+
+/// Copy of the tiny pipeline to break.
+func copyOfTinyPipeline() throws -> URL {
+    let dir = temporaryDirectory().appendingPathComponent("model")
+    try FileManager.default.copyItem(at: fixtures.appendingPathComponent("tiny-pipeline"), to: dir)
+    return dir
+}
