@@ -1,27 +1,142 @@
 import ArgumentParser
+import Diffusion
 import Foundation
+import Layers
 import Tensors
 
-/// Microbenchmarks of the engine's kernels at U-Net shapes, in GFLOP/s and share of peak.
+/// Speed: a preset U-Net's training steps and gradient-free forward passes, or the kernels alone.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure kernel speed: sgemm and 3x3 conv2d forward/backward at U-Net shapes.")
+        abstract: "Measure speed: a preset U-Net (training step and forward pass) or the kernels (--ops).",
+        discussion: """
+            With --preset, times training steps (forward, MSE loss, backward, AdamW) and gradient-free \
+            forward passes on random data after warm-up, and prints images/s, GFLOP/s from the model's \
+            own FLOP count (a multiply-add is 2; matrix products only, as torch's FlopCounter), the share \
+            of the machine's peak, and the peak memory (max RSS) of training.
+            """)
 
     @Flag(help: "Benchmark the kernels (sgemm, conv2d forward and backward).") var ops = false
-    @Option(help: "Batch size of the convolution shapes.") var batchSize = 64
+    @Option(help: "Benchmark this preset's U-Net: tiny, fmnist or cifar10.") var preset: UNetConfig.Preset?
+    @Option(help: "Batch size.") var batchSize = 64
+    @Option(help: "Timed training steps (forward passes: twice as many).") var steps = 5
+    @Flag(help: "Print one JSON line instead of a table.") var json = false
+    @Flag(help: "Print where the time goes, per op kind, forward and backward.") var profile = false
     @Option(help: "The machine's float32 peak in GFLOP/s, for the share column (2 Zen 2 cores at 3.33 GHz: 213).")
     var peak = 213.0
 
     func validate() throws {
-        guard ops else { throw ValidationError("say what to benchmark: --ops") }
+        guard ops != (preset != nil) else { throw ValidationError("say what to benchmark: --ops or --preset NAME") }
+        guard batchSize >= 1, steps >= 1 else { throw ValidationError("--batch-size and --steps must be at least 1") }
     }
 
     func run() throws {
+        if let preset { return try benchModel(preset) }
+        runOps()
+    }
+
+    func benchModel(_ preset: UNetConfig.Preset) throws {
+        var rng = RandomGenerator(seed: 0)
+        let config = preset.config
+        let unet = UNet2DModel(config: config, using: &rng)
+        let optimizer = AdamW(parameters: unet.parameterTensors, learningRate: 1e-4)
+        let shape = [batchSize, config.inChannels, config.sampleSize, config.sampleSize]
+        let x = Tensor.randomNormal(shape, using: &rng), target = Tensor.randomNormal(shape, using: &rng)
+        let timesteps = (0..<batchSize).map { _ in Float(rng.integer(below: 1000)) }
+
+        func trainStep() {
+            unet.zeroGradients()
+            diffusionLoss(prediction: unet.training(x, timesteps: timesteps, using: &rng), target: target).backward()
+            optimizer.update()
+        }
+        func forward() { _ = withoutGradients { unet(x, timesteps: timesteps) } }
+
+        // the model's own FLOP count, from one recorded step
+        let counter = Profiler()
+        Profiler.current = counter
+        trainStep()
+        Profiler.current = nil
+        let forwardFlops = counter.forwardFlops / Double(batchSize), trainFlops = (counter.forwardFlops + counter.backwardFlops) / Double(batchSize)
+
+        trainStep()  // warm-up: buffers pooled, BLAS threads started
+        let trainSeconds = time(runs: steps) { trainStep() }
+        let peakRSS = peakResidentMegabytes()
+        forward()
+        let forwardSeconds = time(runs: 2 * steps) { forward() }
+
+        let trainRate = Double(batchSize) / trainSeconds, forwardRate = Double(batchSize) / forwardSeconds
+        let trainGflops = trainRate * trainFlops / 1e9, forwardGflops = forwardRate * forwardFlops / 1e9
+        if json {
+            let fields: [(String, Any)] = [
+                ("preset", "\"\(preset.rawValue)\""), ("batch_size", batchSize), ("threads", kernelThreads),
+                ("parameters", unet.parameterCount),
+                ("train_images_per_s", fmt(trainRate)), ("forward_images_per_s", fmt(forwardRate)),
+                ("train_gflops", fmt(trainGflops)), ("forward_gflops", fmt(forwardGflops)),
+                ("train_gflop_per_image", fmt(trainFlops / 1e9)), ("forward_gflop_per_image", fmt(forwardFlops / 1e9)),
+                ("peak_gflops", fmt(peak)), ("peak_rss_mb", fmt(peakRSS)),
+            ]
+            print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+        } else {
+            print("\(preset.rawValue): \(unet.parameterCount) parameters, batch \(batchSize), \(kernelThreads) threads; "
+                  + String(format: "%.3f GFLOP per image forward, %.3f per training step", forwardFlops / 1e9, trainFlops / 1e9))
+            print(String(format: "training (fwd+bwd+AdamW): %7.2f images/s  %6.1f GFLOP/s  %3.0f%% of peak  peak RSS %.0f MB",
+                         trainRate, trainGflops, 100 * trainGflops / peak, peakRSS))
+            print(String(format: "forward (no gradients):  %7.2f images/s  %6.1f GFLOP/s  %3.0f%% of peak",
+                         forwardRate, forwardGflops, 100 * forwardGflops / peak))
+        }
+        if profile {
+            let p = Profiler()
+            Profiler.current = p
+            for _ in 0..<steps { trainStep() }
+            Profiler.current = nil
+            printProfile(p, title: "training steps", wall: trainSeconds * Double(steps))
+            let f = Profiler()
+            Profiler.current = f
+            for _ in 0..<steps { forward() }
+            Profiler.current = nil
+            printProfile(f, title: "gradient-free forward passes", wall: forwardSeconds * Double(steps))
+        }
+    }
+
+    func printProfile(_ p: Profiler, title: String, wall: Double) {
+        print("\nper-op profile of \(steps) \(title) (ms per step; GFLOP/s where the op multiplies)")
+        print("op".padding(toLength: 18, withPad: " ", startingAt: 0) + "  fwd ms  bwd ms  calls  fwd GFLOP/s  bwd GFLOP/s")
+        let ops = Set(p.forward.keys).union(p.backward.keys).sorted {
+            (p.forward[$0]?.seconds ?? 0) + (p.backward[$0]?.seconds ?? 0) > (p.forward[$1]?.seconds ?? 0) + (p.backward[$1]?.seconds ?? 0)
+        }
+        var total = 0.0
+        for op in ops {
+            let f = p.forward[op] ?? .init(), b = p.backward[op] ?? .init()
+            total += f.seconds + b.seconds
+            func rate(_ e: Profiler.Entry) -> String { e.flops > 0 ? String(format: "%11.1f", e.flops / e.seconds / 1e9) : String(repeating: " ", count: 11) }
+            print(op.padding(toLength: 18, withPad: " ", startingAt: 0)
+                  + String(format: " %7.2f %7.2f %6d  ", 1000 * f.seconds / Double(steps), 1000 * b.seconds / Double(steps), (f.calls + b.calls) / steps)
+                  + rate(f) + "  " + rate(b))
+        }
+        print(String(format: "ops total %.1f ms per step; the rest (graph, optimiser, loss) %.1f ms",
+                     1000 * total / Double(steps), 1000 * (wall - total) / Double(steps)))
+    }
+
+    func fmt(_ v: Double) -> String { String(format: "%.3f", v) }
+
+    func peakResidentMegabytes() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024
+    }
+
+    /// Mean seconds per run over `runs` runs.
+    func time(runs: Int, _ body: () -> Void) -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<runs { body() }
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(runs)
+    }
+
+    func runOps() {
         print("kernel benchmarks, \(kernelThreads) threads, peak \(Int(peak)) GFLOP/s; each the best of several runs")
         print("shape".padding(toLength: 44, withPad: " ", startingAt: 0) + "   ms   GFLOP/s  peak   vs sgemm")
         for n in [512, 2048] {
             let a = Tensor(shape: [n, n], repeating: 0.5), c = Tensor(zeros: [n, n])
-            let t = time { gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: a.pointer, ldb: n, c: c.pointer, ldc: n) }
+            let t = bestTime { gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: a.pointer, ldb: n, c: c.pointer, ldc: n) }
             report("sgemm \(n)^3", seconds: t, flops: 2 * Double(n * n * n), reference: nil)
         }
         for (channels, size) in [(32, 28), (64, 14), (128, 7), (64, 28), (128, 14)] {
@@ -31,26 +146,46 @@ struct Bench: ParsableCommand {
             let m = g.outChannels, k = g.patch, w = g.batch * g.outPixels
             let wa = Tensor(shape: [m, k], repeating: 0.01), cols = Tensor(shape: [k, w], repeating: 0.5)
             let prod = Tensor(zeros: [m, w])
-            let tg = time { gemm(m: m, n: w, k: k, a: wa.pointer, lda: k, b: cols.pointer, ldb: w, c: prod.pointer, ldc: w) }
+            let tg = bestTime { gemm(m: m, n: w, k: k, a: wa.pointer, lda: k, b: cols.pointer, ldb: w, c: prod.pointer, ldc: w) }
             let name = "conv3x3 \(channels)->\(channels) \(size)x\(size) b\(batchSize)"
             report("sgemm M=\(m) N=\(w) K=\(k)", seconds: tg, flops: g.flops, reference: nil)
             var rng = RandomGenerator(seed: 1)
             let x = Tensor.randomNormal([g.batch, channels, size, size], using: &rng)
             let weight = Tensor.randomNormal([channels, channels, 3, 3], using: &rng, scale: 0.05)
             let bias = Tensor(zeros: [channels]), y = Tensor(zeros: [g.batch, channels, size, size])
-            let tf = time { conv2dForward(g, x: x.pointer, weight: weight.pointer, bias: bias.pointer, y: y.pointer) }
+            let tf = bestTime { conv2dForward(g, x: x.pointer, weight: weight.pointer, bias: bias.pointer, y: y.pointer) }
             report(name + " fwd", seconds: tf, flops: g.flops, reference: tg)
             let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: weight.shape), db = Tensor(zeros: [channels])
-            let tb = time {
+            let tb = bestTime {
                 conv2dBackward(g, x: x.pointer, weight: weight.pointer, dy: y.pointer, dx: dx.pointer,
                                dweight: dw.pointer, dbias: db.pointer)
             }
             report(name + " bwd", seconds: tb, flops: 2 * g.flops, reference: 2 * tg)
         }
+        benchAttention()
+    }
+
+    /// Attention at the presets' shapes: fmnist's 14x14 (8 heads of 8) and 7x7 (16 of 8), cifar10's 16x16 (1 of 256).
+    func benchAttention() {
+        for (b, l, h, d) in [(batchSize, 196, 8, 8), (batchSize, 49, 16, 8), (16, 256, 1, 256)] {
+            let g = AttentionGeometry(batch: b, length: l, heads: h, headDim: d)
+            var rng = RandomGenerator(seed: 2)
+            let q = Tensor.randomNormal([b, l, h * d], using: &rng), k = Tensor.randomNormal(q.shape, using: &rng)
+            let v = Tensor.randomNormal(q.shape, using: &rng), o = Tensor(zeros: q.shape)
+            let p = Tensor(zeros: [b, h, l, l]), dq = Tensor(zeros: q.shape), dk = Tensor(zeros: q.shape), dv = Tensor(zeros: q.shape)
+            let name = "attention b\(b) L=\(l) \(h)x\(d)"
+            let tf = bestTime { attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: o.pointer, probabilities: p.pointer) }
+            report(name + " fwd", seconds: tf, flops: g.flops, reference: nil)
+            let tb = bestTime {
+                attentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer, dout: o.pointer,
+                                  dq: dq.pointer, dk: dk.pointer, dv: dv.pointer)
+            }
+            report(name + " bwd", seconds: tb, flops: 2 * g.flops, reference: nil)
+        }
     }
 
     /// The best of several timed runs after one warm-up, in seconds.
-    func time(_ body: () -> Void) -> Double {
+    func bestTime(_ body: () -> Void) -> Double {
         body()
         var best = Double.infinity, total = 0.0, runs = 0
         while runs < 3 || (total < 1 && runs < 50) {

@@ -73,9 +73,10 @@ import TestSupport
         expectGradients([randomTensor([3, 4, 5], seed: 19)]) { ($0[0].reshaped([12, 5]) * $0[0].reshaped([12, 5])) }
     }
 
-    @Test(arguments: [1, 2, 3])
-    func attention(heads: Int) {
-        let q = randomTensor([2, 5, 6], seed: 20), k = randomTensor([2, 5, 6], seed: 21), v = randomTensor([2, 5, 6], seed: 22)
+    /// Widths 6 (heads of 6, 3, 2: the small-head kernel) and 72 (heads of 36: BLAS).
+    @Test(arguments: [(1, 6), (2, 6), (3, 6), (2, 72)])
+    func attention(heads: Int, width: Int) {
+        let q = randomTensor([2, 5, width], seed: 20), k = randomTensor([2, 5, width], seed: 21), v = randomTensor([2, 5, width], seed: 22)
         expectGradients([q, k, v]) { scaledDotProductAttention(query: $0[0], key: $0[1], value: $0[2], heads: heads) }
     }
 

@@ -99,12 +99,15 @@ private func topologicalOrder(from root: Node) -> [Node] {
 extension Tensor {
     /// Wraps an op's result: when recording and any input is tracked, the result gets a node whose
     /// pullback is `pullback`. The closure must capture only what the backward pass needs.
-    static func result(_ shape: [Int], _ storage: Storage, inputs: [Tensor],
+    /// `op` names the op for the profiler, which charges the pullback's time and `backwardFlops` to it.
+    static func result(_ shape: [Int], _ storage: Storage, inputs: [Tensor], op: String, backwardFlops: Double = 0,
                        pullback: @escaping (Storage) -> Void) -> Tensor {
         var out = Tensor(shape: shape, storage: storage)
         let tracked = inputs.compactMap(\.node)
         if !tracked.isEmpty && GradientRecording.isOn {
-            out.node = Node(count: storage.count, inputs: tracked, pullback: pullback)
+            out.node = Node(count: storage.count, inputs: tracked) { g in
+                Profiler.measure(op, backward: true, flops: backwardFlops) { pullback(g) }
+            }
         }
         return out
     }

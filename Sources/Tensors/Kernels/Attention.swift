@@ -1,3 +1,5 @@
+import Foundation
+
 /// Scaled dot-product attention (Vaswani et al. 2017) over heads packed side by side.
 ///
 /// q, k, v, out: [B, L, H d] (token-major, heads contiguous within a token, as a linear layer
@@ -16,18 +18,21 @@ public struct AttentionGeometry: Sendable {
     public var flops: Double { 4 * Double(batch * heads * length * length * headDim) }
 }
 
+/// Softmax of one row in place.
+@inline(__always)
+func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
+    let m = maximum(row, count: n)
+    for i in 0..<n { row[i] = fastExp(row[i] - m) }
+    let inv = 1 / sum(row, count: n)
+    for i in 0..<n { row[i] *= inv }
+}
+
 /// Row-wise softmax in place over `rows` rows of `n`.
 public func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
     let p = SharedPointer(x)
     parallelFor(rows, cost: 8 * n) { range in
         for r in range {
-            let row = p + r * n
-            var m = -Float.infinity
-            for i in 0..<n { m = max(m, row[i]) }
-            var s: Float = 0
-            for i in 0..<n { let e = fastExp(row[i] - m); row[i] = e; s += e }
-            let inv = 1 / s
-            for i in 0..<n { row[i] *= inv }
+            softmaxRow(p + r * n, n)
         }
     }
 }
@@ -39,16 +44,21 @@ public func softmaxRowsBackward(_ y: UnsafePointer<Float>, _ dy: UnsafePointer<F
     parallelFor(rows, cost: 4 * n) { range in
         for r in range {
             let yr = py + r * n, gr = pg + r * n, dr = pd + r * n
-            var dot: Float = 0
-            for i in 0..<n { dot += yr[i] * gr[i] }
-            for i in 0..<n { dr[i] += yr[i] * (gr[i] - dot) }
+            let yg = dot(yr, gr, count: n)
+            for i in 0..<n { dr[i] += yr[i] * (gr[i] - yg) }
         }
     }
 }
 
+/// Heads up to this size use `smallHeadAttentionForward`; larger ones BLAS per (batch, head).
+let smallHeadLimit = 32
+
 public func attentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                              v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                              probabilities: UnsafeMutablePointer<Float>) {
+    if g.headDim <= smallHeadLimit {
+        return smallHeadAttentionForward(g, q: q, k: k, v: v, out: out, probabilities: probabilities)
+    }
     let l = g.length, w = g.width, d = g.headDim
     for b in 0..<g.batch {
         for h in 0..<g.heads {
@@ -73,6 +83,9 @@ public func attentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k
                               v: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
                               dout: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
                               dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
+    if g.headDim <= smallHeadLimit {
+        return smallHeadAttentionBackward(g, q: q, k: k, v: v, probabilities: probabilities, dout: dout, dq: dq, dk: dk, dv: dv)
+    }
     let l = g.length, w = g.width, d = g.headDim
     let dp = Storage(uninitializedCount: l * l), ds = Storage(uninitializedCount: l * l)
     for b in 0..<g.batch {
@@ -121,4 +134,112 @@ public func attentionNaive(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
     }
 }
 
-import Foundation
+
+// MARK: - Small heads
+
+/// Attention for head dimensions too small for BLAS to pay (the fmnist preset's heads are 8 wide):
+/// one (batch, head) pair per task, split across cores. K and V are transposed into [d, L]
+/// scratch so that every inner loop runs over L contiguous floats: a row of scores is
+/// sum_e q[i, e] K^T[e, :], and an output element is dot(P[i, :], V^T[e, :]).
+func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                               v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                               probabilities: UnsafeMutablePointer<Float>) {
+    let (l, w, d, scale) = (g.length, g.width, g.headDim, g.scale)
+    let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v)
+    let po = SharedPointer(out), pp = SharedPointer(probabilities)
+    parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
+        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l), vt = kt + d * l
+        defer { kt.deallocate() }
+        for pair in pairs {
+            let off = pair / g.heads * l * w + pair % g.heads * d
+            transposeHead(pk + off, rows: l, width: w, headDim: d, into: kt)
+            transposeHead(pv + off, rows: l, width: w, headDim: d, into: vt)
+            for i in 0..<l {
+                let row = pp + (pair * l + i) * l, qi = pq + off + i * w
+                let q0 = qi[0] * scale
+                for j in 0..<l { row[j] = q0 * kt[j] }
+                for e in 1..<d {
+                    let qe = qi[e] * scale, ke = kt + e * l
+                    for j in 0..<l { row[j] += qe * ke[j] }
+                }
+                softmaxRow(row, l)
+                let o = po + off + i * w
+                if d % 8 == 0 {
+                    // O[i, :] = sum_j P[i, j] V[j, :], eight output columns per register
+                    // (four accumulators: one FMA chain would wait on its latency)
+                    for e in stride(from: 0, to: d, by: 8) {
+                        let ve = pv + off + e
+                        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                        var j = 0
+                        while j + 4 <= l {
+                            a0.addProduct(SIMD8(repeating: row[j]), load8(ve + j * w))
+                            a1.addProduct(SIMD8(repeating: row[j + 1]), load8(ve + (j + 1) * w))
+                            a2.addProduct(SIMD8(repeating: row[j + 2]), load8(ve + (j + 2) * w))
+                            a3.addProduct(SIMD8(repeating: row[j + 3]), load8(ve + (j + 3) * w))
+                            j += 4
+                        }
+                        while j < l { a0.addProduct(SIMD8(repeating: row[j]), load8(ve + j * w)); j += 1 }
+                        UnsafeMutableRawPointer(o + e).storeBytes(of: (a0 + a1) + (a2 + a3), as: SIMD8<Float>.self)
+                    }
+                } else {
+                    for e in 0..<d { o[e] = dot(row, vt + e * l, count: l) }
+                }
+            }
+        }
+    }
+}
+
+/// The backward pass of `smallHeadAttentionForward`, per (batch, head):
+/// dV^T[e, :] += sum_i dO[i, e] P[i, :]; dP[i, :] = sum_e dO[i, e] V^T[e, :];
+/// dS = P (dP - dot(P, dP)); dQ[i, e] += s dot(dS[i, :], K^T[e, :]); dK^T[e, :] += s sum_i Q[i, e] dS[i, :].
+func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                v: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                                dout: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
+                                dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
+    let (l, w, d, scale) = (g.length, g.width, g.headDim, g.scale)
+    let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), pp = SharedPointer(probabilities)
+    let pdo = SharedPointer(dout), pdq = SharedPointer(dq), pdk = SharedPointer(dk), pdv = SharedPointer(dv)
+    parallelFor(g.batch * g.heads, cost: 8 * l * l * d) { pairs in
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 4 * d * l + l)
+        defer { scratch.deallocate() }
+        let kt = scratch, vt = kt + d * l, dkt = vt + d * l, dvt = dkt + d * l, ds = dvt + d * l
+        for pair in pairs {
+            let off = pair / g.heads * l * w + pair % g.heads * d
+            transposeHead(pk + off, rows: l, width: w, headDim: d, into: kt)
+            transposeHead(pv + off, rows: l, width: w, headDim: d, into: vt)
+            dkt.update(repeating: 0, count: 2 * d * l)  // dkt and dvt
+            for i in 0..<l {
+                let p = pp + (pair * l + i) * l, doi = pdo + off + i * w, qi = pq + off + i * w
+                // dV^T and dP
+                let g0 = doi[0]
+                for j in 0..<l { ds[j] = g0 * vt[j] }
+                for e in 0..<d {
+                    let ge = doi[e], dve = dvt + e * l
+                    for j in 0..<l { dve[j] += ge * p[j] }
+                    if e > 0 { let ve = vt + e * l; for j in 0..<l { ds[j] += ge * ve[j] } }
+                }
+                // dS = P (dP - dot(P, dP))
+                let pdp = dot(p, ds, count: l)
+                for j in 0..<l { ds[j] = p[j] * (ds[j] - pdp) }
+                // dQ and dK^T
+                let dqi = pdq + off + i * w
+                for e in 0..<d {
+                    dqi[e] += scale * dot(ds, kt + e * l, count: l)
+                    let qe = scale * qi[e], dke = dkt + e * l
+                    for j in 0..<l { dke[j] += qe * ds[j] }
+                }
+            }
+            for j in 0..<l {
+                let dkj = pdk + off + j * w, dvj = pdv + off + j * w
+                for e in 0..<d { dkj[e] += dkt[e * l + j]; dvj[e] += dvt[e * l + j] }
+            }
+        }
+    }
+}
+
+/// One head's [L, d] slice of a [L, w] matrix, transposed into [d, L].
+@inline(__always)
+func transposeHead(_ x: UnsafeMutablePointer<Float>, rows l: Int, width w: Int, headDim d: Int,
+                   into t: UnsafeMutablePointer<Float>) {
+    for j in 0..<l { for e in 0..<d { t[e * l + j] = x[j * w + e] } }
+}

@@ -1,3 +1,5 @@
+import Dispatch
+
 /// 2-D convolution as im2col + one sgemm per chunk of images, with the naive direct twin.
 ///
 /// Shapes: x [N, C, H, W], weight [O, C, kh, kw] (OIHW, as PyTorch), bias [O], y [N, O, Ho, Wo],
@@ -35,41 +37,36 @@ public struct ConvGeometry: Sendable, Equatable {
     /// Multiply-adds x 2 of the forward pass.
     public var flops: Double { 2 * Double(batch * outChannels * outPixels * patch) }
 
-    /// Images per chunk: the column matrix stays near 2M floats (8 MB).
-    var chunk: Int { max(1, min(batch, (1 << 21) / max(1, patch * outPixels))) }
 }
 
 /// Fills columns [C kh kw, nb Ho Wo] from images n0 ..< n0 + nb of x.
 func im2col(_ g: ConvGeometry, _ x: UnsafePointer<Float>, n0: Int, nb: Int,
             _ columns: UnsafeMutablePointer<Float>) {
-    let px = SharedPointer(x), pc = SharedPointer(columns)
     let ho = g.outHeight, wo = g.outWidth, plane = g.height * g.width, width = nb * ho * wo
-    parallelFor(g.patch, cost: width) { rows in
-        for row in rows {
-            let c = row / (g.kernelHeight * g.kernelWidth)
-            let i = row / g.kernelWidth % g.kernelHeight, j = row % g.kernelWidth
-            for img in 0..<nb {
-                let src = px + ((n0 + img) * g.channels + c) * plane
-                let dst = pc + row * width + img * ho * wo
-                for oy in 0..<ho {
-                    let iy = oy * g.stride + i - g.padTop
-                    let d = dst + oy * wo
-                    if iy < 0 || iy >= g.height {
-                        for ox in 0..<wo { d[ox] = 0 }
-                        continue
-                    }
-                    let s = src + iy * g.width
-                    if g.stride == 1 {
-                        // the valid ox range, so the middle is a straight copy
-                        let lo = max(0, g.padLeft - j), hi = min(wo, g.width + g.padLeft - j)
-                        for ox in 0..<min(lo, wo) { d[ox] = 0 }
-                        if lo < hi { for ox in lo..<hi { d[ox] = s[ox + j - g.padLeft] } }
-                        for ox in max(hi, 0)..<wo { d[ox] = 0 }
-                    } else {
-                        for ox in 0..<wo {
-                            let ix = ox * g.stride + j - g.padLeft
-                            d[ox] = ix >= 0 && ix < g.width ? s[ix] : 0
-                        }
+    for row in 0..<g.patch {
+        let c = row / (g.kernelHeight * g.kernelWidth)
+        let i = row / g.kernelWidth % g.kernelHeight, j = row % g.kernelWidth
+        for img in 0..<nb {
+            let src = x + ((n0 + img) * g.channels + c) * plane
+            let dst = columns + row * width + img * ho * wo
+            for oy in 0..<ho {
+                let iy = oy * g.stride + i - g.padTop
+                let d = dst + oy * wo
+                if iy < 0 || iy >= g.height {
+                    d.update(repeating: 0, count: wo)
+                    continue
+                }
+                let s = src + iy * g.width
+                if g.stride == 1 {
+                    // the valid ox range, so the middle is a straight copy
+                    let lo = min(max(0, g.padLeft - j), wo), hi = max(min(wo, g.width + g.padLeft - j), lo)
+                    for ox in 0..<lo { d[ox] = 0 }
+                    if lo < hi { (d + lo).update(from: s + lo + j - g.padLeft, count: hi - lo) }
+                    for ox in hi..<wo { d[ox] = 0 }
+                } else {
+                    for ox in 0..<wo {
+                        let ix = ox * g.stride + j - g.padLeft
+                        d[ox] = ix >= 0 && ix < g.width ? s[ix] : 0
                     }
                 }
             }
@@ -78,24 +75,26 @@ func im2col(_ g: ConvGeometry, _ x: UnsafePointer<Float>, n0: Int, nb: Int,
 }
 
 /// dx[images n0 ..< n0 + nb] += the column gradient folded back onto the input: the adjoint of im2col.
-/// Parallel over input channels, whose rows write disjoint planes.
 func col2im(_ g: ConvGeometry, _ columns: UnsafePointer<Float>, n0: Int, nb: Int,
             _ dx: UnsafeMutablePointer<Float>) {
-    let pd = SharedPointer(dx), pc = SharedPointer(columns)
     let ho = g.outHeight, wo = g.outWidth, plane = g.height * g.width, width = nb * ho * wo
     let taps = g.kernelHeight * g.kernelWidth
-    parallelFor(g.channels, cost: taps * width) { channels in
-        for c in channels {
-            for tap in 0..<taps {
-                let i = tap / g.kernelWidth, j = tap % g.kernelWidth
-                let row = c * taps + tap
-                for img in 0..<nb {
-                    let dst = pd + ((n0 + img) * g.channels + c) * plane
-                    let src = pc + row * width + img * ho * wo
-                    for oy in 0..<ho {
-                        let iy = oy * g.stride + i - g.padTop
-                        if iy < 0 || iy >= g.height { continue }
-                        let d = dst + iy * g.width, s = src + oy * wo
+    for c in 0..<g.channels {
+        for tap in 0..<taps {
+            let i = tap / g.kernelWidth, j = tap % g.kernelWidth
+            let row = c * taps + tap
+            for img in 0..<nb {
+                let dst = dx + ((n0 + img) * g.channels + c) * plane
+                let src = columns + row * width + img * ho * wo
+                for oy in 0..<ho {
+                    let iy = oy * g.stride + i - g.padTop
+                    if iy < 0 || iy >= g.height { continue }
+                    let d = dst + iy * g.width, s = src + oy * wo
+                    if g.stride == 1 {
+                        let lo = min(max(0, g.padLeft - j), wo), hi = max(min(wo, g.width + g.padLeft - j), lo)
+                        let shifted = d + j - g.padLeft
+                        for ox in lo..<hi { shifted[ox] += s[ox] }
+                    } else {
                         for ox in 0..<wo {
                             let ix = ox * g.stride + j - g.padLeft
                             if ix >= 0 && ix < g.width { d[ix] += s[ox] }
@@ -107,79 +106,96 @@ func col2im(_ g: ConvGeometry, _ columns: UnsafePointer<Float>, n0: Int, nb: Int
     }
 }
 
+/// How a convolution's batch is split: `workers` groups of consecutive images, one per core, each
+/// processed `chunk` images at a time so that its column matrix (about 1 MB) stays in cache
+/// between im2col and sgemm. A single image goes to one worker with BLAS threading instead.
+struct ConvPlan {
+    let workers: Int, chunk: Int
+    init(_ g: ConvGeometry) {
+        workers = min(kernelThreads, g.batch)
+        let perImage = g.patch * g.outPixels
+        chunk = max(1, min((g.batch + workers - 1) / workers, (1 << 18) / max(1, perImage)))
+    }
+    func images(of worker: Int, batch: Int) -> Range<Int> { batch * worker / workers ..< batch * (worker + 1) / workers }
+
+    /// Runs body(worker) on each worker, BLAS single-threaded when there are several.
+    func run(_ body: @Sendable (Int) -> Void) {
+        if workers == 1 { return body(0) }
+        withSingleThreadedBLAS { DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
+    }
+}
+
 /// y = conv(x, weight) + bias.
 public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
-    let p = g.outPixels, chunk = g.chunk
-    let columns = Storage(uninitializedCount: g.patch * chunk * p)
-    let product = Storage(uninitializedCount: g.outChannels * chunk * p)
-    let pp = SharedPointer(product.pointer), py = SharedPointer(y)
-    let pb = bias.map { SharedPointer($0) }
-    var n0 = 0
-    while n0 < g.batch {
-        let nb = min(chunk, g.batch - n0)
-        let width = nb * p
-        let direct = g.kernelHeight == 1 && g.kernelWidth == 1 && g.stride == 1 && nb == 1
-            && g.padTop + g.padLeft + g.padBottom + g.padRight == 0
-        if direct {
+    let plan = ConvPlan(g), p = g.outPixels
+    let px = SharedPointer(x), pw = SharedPointer(weight), py = SharedPointer(y), pb = bias.map { SharedPointer($0) }
+    plan.run { worker in
+        let columns = Storage(uninitializedCount: g.patch * plan.chunk * p)
+        let product = Storage(uninitializedCount: g.outChannels * plan.chunk * p)
+        let images = plan.images(of: worker, batch: g.batch)
+        for n0 in stride(from: images.lowerBound, to: images.upperBound, by: plan.chunk) {
+            let nb = min(plan.chunk, images.upperBound - n0), width = nb * p
+            let direct = g.kernelHeight == 1 && g.kernelWidth == 1 && g.stride == 1 && nb == 1
+                && g.padTop + g.padLeft + g.padBottom + g.padRight == 0
             // a 1x1 convolution of one image reads the image itself as its column matrix
-            gemm(m: g.outChannels, n: width, k: g.patch, a: weight, lda: g.patch,
-                 b: x + n0 * g.channels * p, ldb: width, c: product.pointer, ldc: width)
-        } else {
-            im2col(g, x, n0: n0, nb: nb, columns.pointer)
-            gemm(m: g.outChannels, n: width, k: g.patch, a: weight, lda: g.patch,
-                 b: columns.pointer, ldb: width, c: product.pointer, ldc: width)
-        }
-        let base = n0
-        parallelFor(g.outChannels, cost: width) { outs in
-            for o in outs {
-                let b = pb?[o] ?? 0
+            let b: UnsafePointer<Float> = direct ? UnsafePointer(px + n0 * g.channels * p) : UnsafePointer(columns.pointer)
+            if !direct { im2col(g, px.base, n0: n0, nb: nb, columns.pointer) }
+            gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: b, ldb: width,
+                 c: product.pointer, ldc: width)
+            for o in 0..<g.outChannels {
+                let bo = pb?[o] ?? 0
                 for img in 0..<nb {
-                    let src = pp + o * width + img * p
-                    let dst = py + ((base + img) * g.outChannels + o) * p
-                    for i in 0..<p { dst[i] = src[i] + b }
+                    let src = product.pointer + o * width + img * p, dst = py + ((n0 + img) * g.outChannels + o) * p
+                    for i in 0..<p { dst[i] = src[i] + bo }
                 }
             }
         }
-        n0 += nb
     }
 }
 
 /// Given dy, adds dL/dx (when dx is non-nil), dL/dweight and dL/dbias into their buffers.
+/// Workers own disjoint images, so dx needs no locking; each sums its weight and bias gradients
+/// privately and they are added at the end.
 public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                            dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
-    let p = g.outPixels, chunk = g.chunk
-    let columns = Storage(uninitializedCount: g.patch * chunk * p)
-    let gathered = Storage(uninitializedCount: g.outChannels * chunk * p)
-    let pg = SharedPointer(gathered.pointer), pdy = SharedPointer(dy)
-    var n0 = 0
-    while n0 < g.batch {
-        let nb = min(chunk, g.batch - n0)
-        let width = nb * p
-        let base = n0
-        // dy of this chunk as [O, nb Ho Wo]
-        parallelFor(g.outChannels, cost: width) { outs in
-            for o in outs {
+    let plan = ConvPlan(g), p = g.outPixels
+    let wsize = g.outChannels * g.patch
+    let partials = Storage(zeros: plan.workers * (wsize + g.outChannels))
+    let px = SharedPointer(x), pw = SharedPointer(weight), pdy = SharedPointer(dy), pdx = dx.map { SharedPointer($0) }
+    let pparts = SharedPointer(partials.pointer)
+    let wantWeight = dweight != nil, wantBias = dbias != nil
+    plan.run { worker in
+        let columns = Storage(uninitializedCount: g.patch * plan.chunk * p)
+        let gathered = Storage(uninitializedCount: g.outChannels * plan.chunk * p)
+        let dw = pparts + worker * (wsize + g.outChannels), db = dw + wsize
+        let images = plan.images(of: worker, batch: g.batch)
+        for n0 in stride(from: images.lowerBound, to: images.upperBound, by: plan.chunk) {
+            let nb = min(plan.chunk, images.upperBound - n0), width = nb * p
+            // dy of this chunk as [O, nb Ho Wo]
+            for o in 0..<g.outChannels {
                 for img in 0..<nb {
-                    (pg + o * width + img * p).update(from: pdy + ((base + img) * g.outChannels + o) * p, count: p)
+                    (gathered.pointer + o * width + img * p).update(from: pdy + ((n0 + img) * g.outChannels + o) * p, count: p)
                 }
+                if wantBias { db[o] += sum(gathered.pointer + o * width, count: width) }
+            }
+            if wantWeight {
+                im2col(g, px.base, n0: n0, nb: nb, columns.pointer)
+                gemm(transposeB: true, m: g.outChannels, n: g.patch, k: width, a: gathered.pointer, lda: width,
+                     b: columns.pointer, ldb: width, beta: 1, c: dw, ldc: g.patch)
+            }
+            if let pdx {
+                gemm(transposeA: true, m: g.patch, n: width, k: g.outChannels, a: pw.base, lda: g.patch,
+                     b: gathered.pointer, ldb: width, c: columns.pointer, ldc: width)
+                col2im(g, columns.pointer, n0: n0, nb: nb, pdx.base)
             }
         }
-        if let dbias {
-            for o in 0..<g.outChannels { dbias[o] += Float(sumOfElements(gathered.pointer + o * width, count: width)) }
-        }
-        if let dweight {
-            im2col(g, x, n0: n0, nb: nb, columns.pointer)
-            gemm(transposeB: true, m: g.outChannels, n: g.patch, k: width, a: gathered.pointer, lda: width,
-                 b: columns.pointer, ldb: width, beta: 1, c: dweight, ldc: g.patch)
-        }
-        if let dx {
-            gemm(transposeA: true, m: g.patch, n: width, k: g.outChannels, a: weight, lda: g.patch,
-                 b: gathered.pointer, ldb: width, c: columns.pointer, ldc: width)
-            col2im(g, columns.pointer, n0: n0, nb: nb, dx)
-        }
-        n0 += nb
+    }
+    for worker in 0..<plan.workers {
+        let dw = partials.pointer + worker * (wsize + g.outChannels), db = dw + wsize
+        if let dweight { accumulate(dweight, dw, count: wsize) }
+        if let dbias { for o in 0..<g.outChannels { dbias[o] += db[o] } }
     }
 }
 

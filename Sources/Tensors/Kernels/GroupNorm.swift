@@ -27,20 +27,10 @@ public func groupNormForward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, ga
             let base = px + ng * size
             // two passes (mean, then squared deviations): no cancellation when |mean| >> std
             var s = 0.0
-            for c in 0..<cpg {
-                var a: Float = 0
-                let row = base + c * g.spatial
-                for i in 0..<g.spatial { a += row[i] }
-                s += Double(a)
-            }
+            for c in 0..<cpg { s += Double(sum(base + c * g.spatial, count: g.spatial)) }
             let m = s / Double(size), mf = Float(m)
             var s2 = 0.0
-            for c in 0..<cpg {
-                var b: Float = 0
-                let row = base + c * g.spatial
-                for i in 0..<g.spatial { let d = row[i] - mf; b += d * d }
-                s2 += Double(b)
-            }
+            for c in 0..<cpg { s2 += Double(sumOfSquaredDeviations(base + c * g.spatial, from: mf, count: g.spatial)) }
             let r = 1 / (s2 / Double(size) + Double(g.epsilon)).squareRoot()
             pm[ng] = Float(m); pr[ng] = Float(r)
             let channel0 = ng % g.groups * cpg
@@ -73,6 +63,9 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
     let pdx = dx.map { SharedPointer($0) }
     let nc = g.batch * g.channels
     parallelFor(g.batch * g.groups, cost: 2 * size) { range in
+        // the gradient before the affine transform, d = dy (* silu'), kept for the second pass
+        let d = UnsafeMutablePointer<Float>.allocate(capacity: size)
+        defer { d.deallocate() }
         for ng in range {
             let m = pm[ng], r = pr[ng]
             let channel0 = ng % g.groups * cpg, n = ng / g.groups
@@ -80,18 +73,19 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
             for c in 0..<cpg {
                 let ch = channel0 + c, gam = pgam[ch], bet = pbet[ch]
                 let xs = px + ng * size + c * g.spatial, gs = pdy + ng * size + c * g.spatial
-                var a: Float = 0, b: Float = 0
+                let dc = d + c * g.spatial
                 if silu {
                     for i in 0..<g.spatial {
-                        let xh = (xs[i] - m) * r
-                        let v = xh * gam + bet
+                        let v = (xs[i] - m) * r * gam + bet
                         let s = 1 / (1 + fastExp(-v))
-                        let d = gs[i] * s * (1 + v * (1 - s))
-                        a += d; b += d * xh
+                        dc[i] = gs[i] * s * (1 + v * (1 - s))
                     }
                 } else {
-                    for i in 0..<g.spatial { let xh = (xs[i] - m) * r; a += gs[i]; b += gs[i] * xh }
+                    dc.update(from: gs, count: g.spatial)
                 }
+                // sum d and sum d xhat, with xhat = (x - m) r
+                let a = sum(dc, count: g.spatial)
+                let b = r * (dot(dc, xs, count: g.spatial) - m * a)
                 pp[n * g.channels + ch] = a
                 pp[nc + n * g.channels + ch] = b
                 sumD += Double(a * gam); sumDX += Double(b * gam)
@@ -99,18 +93,11 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
             guard let pdx else { continue }
             let meanD = Float(sumD / Double(size)), meanDX = Float(sumDX / Double(size))
             for c in 0..<cpg {
-                let ch = channel0 + c, gam = pgam[ch], bet = pbet[ch]
-                let xs = px + ng * size + c * g.spatial, gs = pdy + ng * size + c * g.spatial
-                let ds = pdx + ng * size + c * g.spatial
+                let gam = pgam[channel0 + c]
+                let xs = px + ng * size + c * g.spatial, ds = pdx + ng * size + c * g.spatial, dc = d + c * g.spatial
                 for i in 0..<g.spatial {
                     let xh = (xs[i] - m) * r
-                    var d = gs[i]
-                    if silu {
-                        let v = xh * gam + bet
-                        let s = 1 / (1 + fastExp(-v))
-                        d *= s * (1 + v * (1 - s))
-                    }
-                    ds[i] += r * (d * gam - meanD - xh * meanDX)
+                    ds[i] += r * (dc[i] * gam - meanD - xh * meanDX)
                 }
             }
         }

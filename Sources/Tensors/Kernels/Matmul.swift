@@ -34,3 +34,13 @@ public func gemmNaive(transposeA: Bool = false, transposeB: Bool = false, m: Int
 
 /// Sets how many threads OpenBLAS uses for one product.
 public func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+
+/// Runs `body` with OpenBLAS on one thread, for kernels whose own loop splits work across cores
+/// and calls sgemm inside it (never both levels of threads at once).
+func withSingleThreadedBLAS<T>(_ body: () -> T) -> T {
+    let previous = openblas_get_num_threads()
+    if previous == 1 { return body() }
+    openblas_set_num_threads(1)
+    defer { openblas_set_num_threads(previous) }
+    return body()
+}

@@ -4,9 +4,9 @@ extension Tensor {
     /// x * sigmoid(x) (the swish of Ramachandran et al.; the U-Net's only nonlinearity).
     public func silu() -> Tensor {
         let out = Storage(uninitializedCount: count)
-        siluForward(pointer, out.pointer, count: count)
+        Profiler.measure("silu") { siluForward(pointer, out.pointer, count: count) }
         let n = node, x = storage
-        return Tensor.result(shape, out, inputs: [self]) { g in
+        return Tensor.result(shape, out, inputs: [self], op: "silu") { g in
             siluBackward(x.pointer, g.pointer, n!.gradientStorage().pointer, count: g.count)
         }
     }
@@ -15,9 +15,9 @@ extension Tensor {
     public func softmax() -> Tensor {
         let n = shape.last ?? 1
         let out = storage.copy()
-        softmaxRows(out.pointer, rows: count / n, n: n)
+        Profiler.measure("softmax") { softmaxRows(out.pointer, rows: count / n, n: n) }
         let node = node
-        return Tensor.result(shape, out, inputs: [self]) { g in
+        return Tensor.result(shape, out, inputs: [self], op: "softmax") { g in
             softmaxRowsBackward(out.pointer, g.pointer, node!.gradientStorage().pointer, rows: g.count / n, n: n)
         }
     }
@@ -32,7 +32,7 @@ extension Tensor {
         let out = Storage(uninitializedCount: count)
         for i in 0..<count { out.pointer[i] = pointer[i] * mask.pointer[i] }
         let n = node
-        return Tensor.result(shape, out, inputs: [self]) { g in
+        return Tensor.result(shape, out, inputs: [self], op: "dropout") { g in
             let d = n!.gradientStorage().pointer
             for i in 0..<g.count { d[i] += g.pointer[i] * mask.pointer[i] }
         }

@@ -7,12 +7,13 @@ extension Tensor {
             preconditionFailure("shapes \(a.shape) and \(b.shape) do not broadcast")
         }
         let out = Storage(uninitializedCount: plan.shape.reduce(1, *))
-        broadcastForward(op, plan, a.pointer, b.pointer, out.pointer)
+        let name = "\(op)"
+        Profiler.measure(name) { broadcastForward(op, plan, a.pointer, b.pointer, out.pointer) }
         let na = a.node, nb = b.node
         // multiply needs the other operand's values; add and subtract need none
         let sa = op == .multiply && nb != nil ? a.storage : nil
         let sb = op == .multiply && na != nil ? b.storage : nil
-        return result(plan.shape, out, inputs: [a, b]) { g in
+        return result(plan.shape, out, inputs: [a, b], op: name) { g in
             if let na {
                 broadcastBackward(plan, operandIsA: true, scale: 1, g.pointer, factor: sb?.pointer,
                                   na.gradientStorage().pointer)
@@ -32,9 +33,9 @@ extension Tensor {
     /// x * scale + shift.
     public func affine(scale: Float, shift: Float = 0) -> Tensor {
         let out = Storage(uninitializedCount: count)
-        affineForward(pointer, scale: scale, shift: shift, out.pointer, count: count)
+        Profiler.measure("affine") { affineForward(pointer, scale: scale, shift: shift, out.pointer, count: count) }
         let n = node
-        return Tensor.result(shape, out, inputs: [self]) { g in
+        return Tensor.result(shape, out, inputs: [self], op: "affine") { g in
             accumulate(n!.gradientStorage().pointer, g.pointer, scale: scale, count: g.count)
         }
     }
@@ -54,7 +55,7 @@ extension Tensor {
         }
         precondition(dims.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
         let n = node
-        return Tensor.result(dims, storage, inputs: [self]) { g in
+        return Tensor.result(dims, storage, inputs: [self], op: "reshape") { g in
             accumulate(n!.gradientStorage().pointer, g.pointer, count: g.count)
         }
     }
@@ -63,7 +64,7 @@ extension Tensor {
     public func mean() -> Tensor {
         let value = Float(sumOfElements(pointer, count: count) / Double(count))
         let n = node, total = count
-        return Tensor.result([], Storage([value]), inputs: [self]) { g in
+        return Tensor.result([], Storage([value]), inputs: [self], op: "mean") { g in
             let d = n!.gradientStorage().pointer, v = g.pointer[0] / Float(total)
             for i in 0..<total { d[i] += v }
         }

@@ -8,16 +8,21 @@ extension Tensor {
                      "linear: weight \(weight.shape) does not take \(inFeatures) input features")
         let rows = count / inFeatures
         let out = Storage(uninitializedCount: rows * outFeatures)
-        if let bias {
-            for r in 0..<rows { (out.pointer + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
+        let flops = 2 * Double(rows * inFeatures * outFeatures)
+        Profiler.measure("linear", flops: flops) {
+            if let bias {
+                for r in 0..<rows { (out.pointer + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
+            }
+            gemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: pointer, lda: inFeatures,
+                 b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out.pointer, ldc: outFeatures)
         }
-        gemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: pointer, lda: inFeatures,
-             b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out.pointer, ldc: outFeatures)
         let nx = node, nw = weight.node, nb = bias?.node
         let x = nw != nil ? storage : nil, w = nx != nil ? weight.storage : nil
         var outShape = shape
         outShape[outShape.count - 1] = outFeatures
-        return Tensor.result(outShape, out, inputs: [self, weight] + (bias.map { [$0] } ?? [])) { g in
+        let backwardFlops = flops * Double((nx == nil ? 0 : 1) + (nw == nil ? 0 : 1))
+        return Tensor.result(outShape, out, inputs: [self, weight] + (bias.map { [$0] } ?? []), op: "linear",
+                             backwardFlops: backwardFlops) { g in
             if let nx {  // dx = dy W
                 gemm(m: rows, n: inFeatures, k: outFeatures, a: g.pointer, lda: outFeatures,
                      b: w!.pointer, ldb: inFeatures, beta: 1, c: nx.gradientStorage().pointer, ldc: inFeatures)
@@ -48,11 +53,13 @@ extension Tensor {
                              padTop: padding.top, padLeft: padding.left,
                              padBottom: padding.bottom, padRight: padding.right)
         let out = Storage(uninitializedCount: g.batch * g.outChannels * g.outPixels)
-        conv2dForward(g, x: pointer, weight: weight.pointer, bias: bias?.pointer, y: out.pointer)
+        let op = "conv\(g.kernelHeight)x\(g.kernelWidth)"
+        Profiler.measure(op, flops: g.flops) { conv2dForward(g, x: pointer, weight: weight.pointer, bias: bias?.pointer, y: out.pointer) }
         let nx = node, nw = weight.node, nb = bias?.node
         let x = storage, w = weight.storage
+        let backwardFlops = g.flops * Double((nx == nil ? 0 : 1) + (nw == nil ? 0 : 1))
         return Tensor.result([g.batch, g.outChannels, g.outHeight, g.outWidth], out,
-                             inputs: [self, weight] + (bias.map { [$0] } ?? [])) { grad in
+                             inputs: [self, weight] + (bias.map { [$0] } ?? []), op: op, backwardFlops: backwardFlops) { grad in
             conv2dBackward(g, x: x.pointer, weight: w.pointer, dy: grad.pointer,
                            dx: nx?.gradientStorage().pointer, dweight: nw?.gradientStorage().pointer,
                            dbias: nb?.gradientStorage().pointer)

@@ -8,11 +8,13 @@ public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
                               headDim: query.shape[2] / heads)
     let out = Storage(uninitializedCount: query.count)
     let probabilities = Storage(uninitializedCount: g.batch * heads * g.length * g.length)
-    attentionForward(g, q: query.pointer, k: key.pointer, v: value.pointer, out: out.pointer,
-                     probabilities: probabilities.pointer)
+    Profiler.measure("attention", flops: g.flops) {
+        attentionForward(g, q: query.pointer, k: key.pointer, v: value.pointer, out: out.pointer,
+                         probabilities: probabilities.pointer)
+    }
     let nq = query.node, nk = key.node, nv = value.node
     let q = query.storage, k = key.storage, v = value.storage
-    return Tensor.result(query.shape, out, inputs: [query, key, value]) { grad in
+    return Tensor.result(query.shape, out, inputs: [query, key, value], op: "attention", backwardFlops: 2 * g.flops) { grad in
         // unused sinks still need somewhere to write; they are dropped afterwards
         let dq = nq?.gradientStorage() ?? Storage(zeros: q.count)
         let dk = nk?.gradientStorage() ?? Storage(zeros: k.count)

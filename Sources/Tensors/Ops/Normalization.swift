@@ -9,11 +9,14 @@ extension Tensor {
         let out = Storage(uninitializedCount: count)
         let stats = Storage(uninitializedCount: 2 * g.batch * groups)
         let mean = stats.pointer, rstd = stats.pointer + g.batch * groups
-        groupNormForward(g, x: pointer, gamma: gamma.pointer, beta: beta.pointer, silu: silu,
-                         y: out.pointer, mean: mean, rstd: rstd)
+        let op = silu ? "groupnorm+silu" : "groupnorm"
+        Profiler.measure(op) {
+            groupNormForward(g, x: pointer, gamma: gamma.pointer, beta: beta.pointer, silu: silu,
+                             y: out.pointer, mean: mean, rstd: rstd)
+        }
         let nx = node, ng = gamma.node, nb = beta.node
         let x = storage, gam = gamma.storage, bet = beta.storage
-        return Tensor.result(shape, out, inputs: [self, gamma, beta]) { grad in
+        return Tensor.result(shape, out, inputs: [self, gamma, beta], op: op) { grad in
             groupNormBackward(g, x: x.pointer, gamma: gam.pointer, beta: bet.pointer, silu: silu,
                               dy: grad.pointer, mean: stats.pointer, rstd: stats.pointer + g.batch * groups,
                               dx: nx?.gradientStorage().pointer, dgamma: ng?.gradientStorage().pointer,

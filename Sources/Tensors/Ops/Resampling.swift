@@ -5,9 +5,9 @@ extension Tensor {
     public func upsampledNearest2x() -> Tensor {
         let (h, w) = (shape[2], shape[3]), planes = shape[0] * shape[1]
         let out = Storage(uninitializedCount: 4 * count)
-        upsampleNearest2xForward(pointer, planes: planes, height: h, width: w, out.pointer)
+        Profiler.measure("upsample") { upsampleNearest2xForward(pointer, planes: planes, height: h, width: w, out.pointer) }
         let n = node
-        return Tensor.result([shape[0], shape[1], 2 * h, 2 * w], out, inputs: [self]) { g in
+        return Tensor.result([shape[0], shape[1], 2 * h, 2 * w], out, inputs: [self], op: "upsample") { g in
             upsampleNearest2xBackward(g.pointer, planes: planes, height: h, width: w, n!.gradientStorage().pointer)
         }
     }
@@ -16,11 +16,11 @@ extension Tensor {
     public func transposedLastTwo() -> Tensor {
         let r = shape[rank - 2], c = shape[rank - 1], b = count / (r * c)
         let out = Storage(uninitializedCount: count)
-        transposeBatched(pointer, batch: b, rows: r, columns: c, out.pointer, add: false)
+        Profiler.measure("transpose") { transposeBatched(pointer, batch: b, rows: r, columns: c, out.pointer, add: false) }
         var newShape = shape
         newShape.swapAt(rank - 2, rank - 1)
         let n = node
-        return Tensor.result(newShape, out, inputs: [self]) { g in
+        return Tensor.result(newShape, out, inputs: [self], op: "transpose") { g in
             transposeBatched(g.pointer, batch: b, rows: c, columns: r, n!.gradientStorage().pointer, add: true)
         }
     }
@@ -36,16 +36,18 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
     }
     let channels = parts.map { $0.shape[1] }, total = channels.reduce(0, +)
     let out = Storage(uninitializedCount: batch * total * inner)
-    var offset = 0
-    for (p, c) in zip(parts, channels) {
-        copyRows(p.pointer, srcStride: c * inner, out.pointer + offset * inner, dstStride: total * inner,
-                 rows: batch, n: c * inner, add: false)
-        offset += c
+    Profiler.measure("concat") {
+        var offset = 0
+        for (p, c) in zip(parts, channels) {
+            copyRows(p.pointer, srcStride: c * inner, out.pointer + offset * inner, dstStride: total * inner,
+                     rows: batch, n: c * inner, add: false)
+            offset += c
+        }
     }
     var shape = first.shape
     shape[1] = total
     let nodes = parts.map(\.node)
-    return Tensor.result(shape, out, inputs: parts) { g in
+    return Tensor.result(shape, out, inputs: parts, op: "concat") { g in
         var offset = 0
         for (n, c) in zip(nodes, channels) {
             if let n {
