@@ -53,13 +53,17 @@ public func softmaxRowsBackward(_ y: UnsafePointer<Float>, _ dy: UnsafePointer<F
 /// Heads up to this size use `smallHeadAttentionForward`; larger ones BLAS per (batch, head).
 let smallHeadLimit = 32
 
+/// `probabilities` [B, H, L, L] receives softmax(QK^T / sqrt(d)) for the backward pass; pass nil
+/// when there is none (sampling), and small heads keep only one row at a time.
 public func attentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                              v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                             probabilities: UnsafeMutablePointer<Float>) {
+                             probabilities: UnsafeMutablePointer<Float>?) {
     if g.headDim <= smallHeadLimit {
         return smallHeadAttentionForward(g, q: q, k: k, v: v, out: out, probabilities: probabilities)
     }
-    let l = g.length, w = g.width, d = g.headDim
+    let l = g.length
+    let scratch = probabilities == nil ? Storage(uninitializedCount: g.batch * g.heads * l * l) : nil
+    let probabilities = probabilities ?? scratch!.pointer, w = g.width, d = g.headDim
     for b in 0..<g.batch {
         for h in 0..<g.heads {
             let p = probabilities + (b * g.heads + h) * l * l
@@ -143,25 +147,20 @@ public func attentionNaive(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
 /// sum_e q[i, e] K^T[e, :], and an output element is dot(P[i, :], V^T[e, :]).
 func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                               probabilities: UnsafeMutablePointer<Float>) {
+                               probabilities: UnsafeMutablePointer<Float>?) {
     let (l, w, d, scale) = (g.length, g.width, g.headDim, g.scale)
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v)
-    let po = SharedPointer(out), pp = SharedPointer(probabilities)
+    let po = SharedPointer(out), pp = probabilities.map { SharedPointer($0) }
     parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
-        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l), vt = kt + d * l
+        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l + l), vt = kt + d * l, rowScratch = vt + d * l
         defer { kt.deallocate() }
         for pair in pairs {
             let off = pair / g.heads * l * w + pair % g.heads * d
             transposeHead(pk + off, rows: l, width: w, headDim: d, into: kt)
             transposeHead(pv + off, rows: l, width: w, headDim: d, into: vt)
             for i in 0..<l {
-                let row = pp + (pair * l + i) * l, qi = pq + off + i * w
-                let q0 = qi[0] * scale
-                for j in 0..<l { row[j] = q0 * kt[j] }
-                for e in 1..<d {
-                    let qe = qi[e] * scale, ke = kt + e * l
-                    for j in 0..<l { row[j] += qe * ke[j] }
-                }
+                let row = pp.map { $0 + (pair * l + i) * l } ?? rowScratch, qi = pq + off + i * w
+                scoreRow(qi, kt, length: l, headDim: d, scale: scale, into: row)
                 softmaxRow(row, l)
                 let o = po + off + i * w
                 if d % 8 == 0 {
@@ -234,6 +233,38 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
                 for e in 0..<d { dkj[e] += dkt[e * l + j]; dvj[e] += dvt[e * l + j] }
             }
         }
+    }
+}
+
+/// row[j] = scale sum_e q[e] K^T[e, j]: 32 scores held in four registers across the head dimension,
+/// so each is stored once.
+@inline(__always)
+func scoreRow(_ q: UnsafePointer<Float>, _ kt: UnsafePointer<Float>, length l: Int, headDim d: Int, scale: Float,
+              into row: UnsafeMutablePointer<Float>) {
+    var j = 0
+    while j + 32 <= l {
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        for e in 0..<d {
+            let qe = SIMD8<Float>(repeating: q[e] * scale), k = kt + e * l + j
+            a0.addProduct(qe, load8(k)); a1.addProduct(qe, load8(k + 8))
+            a2.addProduct(qe, load8(k + 16)); a3.addProduct(qe, load8(k + 24))
+        }
+        let r = UnsafeMutableRawPointer(row + j)
+        r.storeBytes(of: a0, as: SIMD8<Float>.self); r.storeBytes(of: a1, toByteOffset: 32, as: SIMD8<Float>.self)
+        r.storeBytes(of: a2, toByteOffset: 64, as: SIMD8<Float>.self); r.storeBytes(of: a3, toByteOffset: 96, as: SIMD8<Float>.self)
+        j += 32
+    }
+    while j + 8 <= l {
+        var a = SIMD8<Float>()
+        for e in 0..<d { a.addProduct(SIMD8(repeating: q[e] * scale), load8(kt + e * l + j)) }
+        UnsafeMutableRawPointer(row + j).storeBytes(of: a, as: SIMD8<Float>.self)
+        j += 8
+    }
+    while j < l {
+        var a: Float = 0
+        for e in 0..<d { a += q[e] * kt[e * l + j] }
+        row[j] = a * scale
+        j += 1
     }
 }
 

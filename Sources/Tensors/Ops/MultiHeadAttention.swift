@@ -7,10 +7,12 @@ public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
     let g = AttentionGeometry(batch: query.shape[0], length: query.shape[1], heads: heads,
                               headDim: query.shape[2] / heads)
     let out = Storage(uninitializedCount: query.count)
-    let probabilities = Storage(uninitializedCount: g.batch * heads * g.length * g.length)
+    // the probabilities [B, H, L, L] are kept only when a backward pass will need them
+    let recording = GradientRecording.isOn && [query, key, value].contains { $0.node != nil }
+    let probabilities = Storage(uninitializedCount: recording ? g.batch * heads * g.length * g.length : 0)
     Profiler.measure("attention", flops: g.flops) {
         attentionForward(g, q: query.pointer, k: key.pointer, v: value.pointer, out: out.pointer,
-                         probabilities: probabilities.pointer)
+                         probabilities: recording ? probabilities.pointer : nil)
     }
     let nq = query.node, nk = key.node, nv = value.node
     let q = query.storage, k = key.storage, v = value.storage
