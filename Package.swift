@@ -2,7 +2,7 @@
 // swift-ddpm: denoising diffusion probabilistic models in Swift.
 //
 // Modules, imports pointing down only:
-//   ddpm (CLI) -> Diffusion -> Layers, Datasets -> Tensors -> CBLAS (and CPNG under Datasets)
+//   ddpm (CLI) -> Diffusion -> Layers, Datasets -> Tensors -> CBLAS (and CPNG, CZlib, CSTB under Datasets)
 // Build flags such as `-target-cpu haswell` live in the Makefile, never here: a manifest with
 // unsafeFlags cannot be used as a versioned dependency.
 import PackageDescription
@@ -25,7 +25,9 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
         .target(name: "Tensors", dependencies: ["CBLAS"]),
-        .target(name: "Datasets", dependencies: ["Tensors", "CPNG"]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSTB", path: "Sources/CSTB", pkgConfig: "stb", providers: [.apt(["libstb-dev"])]),
+        .target(name: "Datasets", dependencies: ["Tensors", "CPNG", "CZlib", "CSTB"]),
         .target(name: "Layers", dependencies: ["Tensors"]),
         .target(name: "Diffusion", dependencies: ["Layers", "Datasets", "Tensors"]),
         .executableTarget(name: "ddpm", dependencies: [
@@ -35,8 +37,8 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "TestSupport"]),
-        .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors", "TestSupport"]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensors", "TestSupport"]),
+        .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Datasets", "Layers", "Tensors", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensors", "TestSupport", "CSTB"]),
         .testTarget(name: "CLITests", dependencies: ["Tensors", "TestSupport", "ddpm"]),
     ]
 )

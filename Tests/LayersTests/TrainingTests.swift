@@ -77,7 +77,7 @@ import TestSupport
         var rng = RandomGenerator(seed: 2)
         let net = MLP(widths: [2, 3], using: &rng)
         let file = URL(fileURLWithPath: "/models/m.safetensors")
-        var tensors = net.stateDictionary.mapValues { $0.copy() }
+        let tensors = net.stateDictionary.mapValues { $0.copy() }
         #expect(Set(tensors.keys) == ["layers.0.weight", "layers.0.bias"])
         tensors["layers.0.bias"]!.pointer[0] = 42
         try net.load(tensors, from: file)

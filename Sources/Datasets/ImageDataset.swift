@@ -1,0 +1,188 @@
+import CSTB
+import CZlib
+import Foundation
+import Tensors
+
+/// Training images in memory as one float32 block [N, C, H, W] in [-1, 1], from any of the
+/// sources users bring: IDX files (the MNIST family; Debian's Fashion-MNIST), CIFAR-10 binary
+/// batches, a folder of PNG/JPEG images, or a `.npy` array.
+public struct ImageDataset: @unchecked Sendable {
+    public let count: Int, channels: Int, height: Int, width: Int
+    /// [N, C, H, W] in [-1, 1].
+    public let pixels: Storage
+    /// Where the images came from, for logs and checkpoints.
+    public let source: String
+
+    public var imageSize: Int { channels * height * width }
+
+    public init(pixels: Storage, count: Int, channels: Int, height: Int, width: Int, source: String) {
+        precondition(pixels.count == count * channels * height * width)
+        self.pixels = pixels; self.count = count; self.channels = channels
+        self.height = height; self.width = width; self.source = source
+    }
+
+    /// Debian's package `dataset-fashion-mnist`.
+    public static let fashionMNISTFolder = "/usr/share/datasets/fashion-mnist"
+
+    /// Loads `source` and fits it to the model: `channels` (grey and RGB convert into each other)
+    /// and a square `size` (image folders are resized and centre-cropped; other sources must match).
+    /// `source` is `fashion-mnist`, an IDX folder or file, a CIFAR-10 folder, an image folder or a `.npy`.
+    public static func load(_ source: String, channels: Int, size: Int) throws -> ImageDataset {
+        let path = source == "fashion-mnist" ? fashionMNISTFolder : source
+        let url = URL(fileURLWithPath: path)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            if source == "fashion-mnist" {
+                throw FormatError(url, "Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (make setup does it)")
+            }
+            throw FormatError(url, "no such file or folder")
+        }
+        var data: ImageDataset
+        if !isDirectory.boolValue {
+            if path.hasSuffix(".npy") { data = try npy(url) } else { data = try idx(url) }
+        } else {
+            let names = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
+            if let images = names.first(where: { $0.hasPrefix("train-images-idx3-ubyte") }) {
+                data = try idx(url.appendingPathComponent(images))
+            } else if names.contains(where: { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") }) {
+                data = try cifar10(url, files: names.filter { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") })
+            } else {
+                return try imageFolder(url, names: names, channels: channels, size: size)
+            }
+        }
+        data = data.converted(toChannels: channels)
+        guard data.height == size && data.width == size else {
+            throw FormatError(url, "images are \(data.height)x\(data.width); the model needs \(size)x\(size)")
+        }
+        return data
+    }
+
+    // MARK: Formats
+
+    /// IDX (LeCun's MNIST format), raw or gzip: magic 0x00000803 (unsigned bytes, 3 dimensions),
+    /// big-endian sizes N, H, W, then N H W bytes.
+    public static func idx(_ url: URL) throws -> ImageDataset {
+        let bytes = try gunzipIfNeeded(url)
+        guard bytes.count >= 16 else { throw FormatError(url, "IDX file of \(bytes.count) bytes is too short for a header") }
+        func be32(_ o: Int) -> Int { bytes[o..<(o + 4)].reduce(0) { $0 << 8 | Int($1) } }
+        let magic = be32(0)
+        guard magic == 0x0803 else {
+            throw FormatError(url, String(format: "wrong IDX magic 0x%08x (images are 0x00000803%@)", magic,
+                                          magic == 0x0801 ? "; this is a label file" : ""))
+        }
+        let (n, h, w) = (be32(4), be32(8), be32(12))
+        guard n > 0, h > 0, w > 0, bytes.count - 16 == n * h * w else {
+            throw FormatError(url, "header says \(n) images of \(h)x\(w) (\(n * h * w) bytes), the file holds \(bytes.count - 16): truncated?")
+        }
+        let storage = Storage(uninitializedCount: n * h * w)
+        for i in 0..<(n * h * w) { storage.pointer[i] = Float(bytes[16 + i]) / 127.5 - 1 }
+        return ImageDataset(pixels: storage, count: n, channels: 1, height: h, width: w, source: url.path)
+    }
+
+    /// CIFAR-10 binary batches: records of 1 label byte + 3072 bytes (3 x 32 x 32, CHW).
+    public static func cifar10(_ folder: URL, files: [String]) throws -> ImageDataset {
+        var all: [UInt8] = []
+        for name in files.sorted() {
+            let url = folder.appendingPathComponent(name)
+            let d = try Data(contentsOf: url)
+            guard !d.isEmpty, d.count % 3073 == 0 else {
+                throw FormatError(url, "\(d.count) bytes is not a whole number of 3073-byte CIFAR-10 records: truncated?")
+            }
+            for r in 0..<(d.count / 3073) { all.append(contentsOf: d[(d.startIndex + r * 3073 + 1)..<(d.startIndex + (r + 1) * 3073)]) }
+        }
+        let n = all.count / 3072
+        let storage = Storage(uninitializedCount: all.count)
+        for i in 0..<all.count { storage.pointer[i] = Float(all[i]) / 127.5 - 1 }
+        return ImageDataset(pixels: storage, count: n, channels: 3, height: 32, width: 32, source: folder.path)
+    }
+
+    /// A `.npy` array [N, C, H, W] (or [N, H, W]): uint8 is scaled from 0..255, floats are taken as
+    /// already in [-1, 1].
+    public static func npy(_ url: URL) throws -> ImageDataset {
+        let a = try NPY.read(url)
+        let shape = a.shape.count == 3 ? [a.shape[0], 1, a.shape[1], a.shape[2]] : a.shape
+        guard shape.count == 4, shape.allSatisfy({ $0 > 0 }) else {
+            throw FormatError(url, "shape \(a.shape) is not [N, C, H, W] or [N, H, W]")
+        }
+        let storage = Storage(uninitializedCount: a.values.count)
+        let scale = a.element == .uint8
+        for i in 0..<a.values.count { storage.pointer[i] = scale ? Float(a.values[i]) / 127.5 - 1 : Float(a.values[i]) }
+        return ImageDataset(pixels: storage, count: shape[0], channels: shape[1], height: shape[2], width: shape[3], source: url.path)
+    }
+
+    /// Every PNG and JPEG in a folder, decoded by stb_image, resized (shorter side to `size`,
+    /// bilinear) and centre-cropped to size x size.
+    public static func imageFolder(_ folder: URL, names: [String], channels: Int, size: Int) throws -> ImageDataset {
+        let files = names.filter { ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased()) }
+        guard !files.isEmpty else {
+            throw FormatError(folder, "no images found (expected PNG or JPEG files, IDX, CIFAR-10 batches or a .npy)")
+        }
+        let per = channels * size * size
+        let storage = Storage(uninitializedCount: files.count * per)
+        for (k, name) in files.enumerated() {
+            let url = folder.appendingPathComponent(name)
+            var w: Int32 = 0, h: Int32 = 0, c: Int32 = 0
+            guard let raw = stbi_load(url.path, &w, &h, &c, Int32(channels)) else {
+                throw FormatError(url, "cannot decode the image (\(String(cString: stbi_failure_reason())))")
+            }
+            defer { stbi_image_free(raw) }
+            resizeCrop(raw, width: Int(w), height: Int(h), channels: channels, size: size, into: storage.pointer + k * per)
+        }
+        return ImageDataset(pixels: storage, count: files.count, channels: channels, height: size, width: size, source: folder.path)
+    }
+
+    /// Bilinear resize of the shorter side to `size`, centre crop, HWC bytes to CHW floats in [-1, 1].
+    static func resizeCrop(_ src: UnsafePointer<UInt8>, width w: Int, height h: Int, channels c: Int, size: Int,
+                           into dst: UnsafeMutablePointer<Float>) {
+        let scale = Double(min(w, h)) / Double(size)
+        let x0 = (Double(w) - scale * Double(size)) / 2, y0 = (Double(h) - scale * Double(size)) / 2
+        for y in 0..<size {
+            let sy = min(max(y0 + (Double(y) + 0.5) * scale - 0.5, 0), Double(h - 1))
+            let iy = Int(sy), fy = sy - Double(iy), iy1 = min(iy + 1, h - 1)
+            for x in 0..<size {
+                let sx = min(max(x0 + (Double(x) + 0.5) * scale - 0.5, 0), Double(w - 1))
+                let ix = Int(sx), fx = sx - Double(ix), ix1 = min(ix + 1, w - 1)
+                for ch in 0..<c {
+                    func p(_ yy: Int, _ xx: Int) -> Double { Double(src[(yy * w + xx) * c + ch]) }
+                    let v = (p(iy, ix) * (1 - fx) + p(iy, ix1) * fx) * (1 - fy) + (p(iy1, ix) * (1 - fx) + p(iy1, ix1) * fx) * fy
+                    dst[(ch * size + y) * size + x] = Float(v / 127.5 - 1)
+                }
+            }
+        }
+    }
+
+    /// Grey to RGB by repetition, RGB to grey by luminance (ITU-R 601 weights).
+    func converted(toChannels c: Int) -> ImageDataset {
+        if c == channels { return self }
+        let plane = height * width
+        let out = Storage(uninitializedCount: count * c * plane)
+        for n in 0..<count {
+            let src = pixels.pointer + n * channels * plane, dst = out.pointer + n * c * plane
+            for i in 0..<plane {
+                if c == 3 && channels == 1 {
+                    dst[i] = src[i]; dst[plane + i] = src[i]; dst[2 * plane + i] = src[i]
+                } else {
+                    dst[i] = 0.299 * src[i] + 0.587 * src[plane + i] + 0.114 * src[2 * plane + i]
+                }
+            }
+        }
+        return ImageDataset(pixels: out, count: count, channels: c, height: height, width: width, source: source)
+    }
+}
+
+/// The bytes of a file, gunzipped when it is gzip (magic 1f 8b).
+func gunzipIfNeeded(_ url: URL) throws -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: url.path) else { throw FormatError(url, "cannot read the file") }
+    guard data.count >= 2, data[data.startIndex] == 0x1F, data[data.startIndex + 1] == 0x8B else { return Array(data) }
+    guard let file = gzopen(url.path, "rb") else { throw FormatError(url, "cannot open as gzip") }
+    defer { gzclose(file) }
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32($0.count)) }
+        if n < 0 { throw FormatError(url, "corrupt gzip data") }
+        if n == 0 { break }
+        out.append(contentsOf: buffer[0..<Int(n)])
+    }
+    return out
+}

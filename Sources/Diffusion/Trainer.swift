@@ -1,0 +1,189 @@
+import Foundation
+import Layers
+import Tensors
+
+/// The hyperparameters of a training run, saved with every checkpoint.
+public struct TrainingOptions: Codable, Equatable, Sendable {
+    /// Total optimiser steps (a resumed run continues to this count).
+    public var steps = 10_000
+    public var batchSize = 64
+    public var learningRate: Float = 2e-4
+    /// Linear warmup steps (diffusers' constant schedule with warmup).
+    public var warmup = 500
+    /// The EMA's largest decay; it warms up as in diffusers' training example.
+    public var emaDecay: Float = 0.9999
+    public var seed: UInt64 = 0
+    /// Global gradient-norm clip (Ho et al.: 1).
+    public var gradientClip: Float = 1
+    public var weightDecay: Float = 0
+    /// min-SNR-gamma loss weighting (Hang et al. 2023); nil: plain MSE.
+    public var minSNRGamma: Float? = nil
+    /// Random horizontal flips of the training images.
+    public var flip = false
+
+    public init() {}
+}
+
+/// Trains a `Pipeline`'s U-Net by Algorithm 1 of Ho et al.: per step, t ~ U{0..T-1} and eps ~ N(0, I)
+/// for each image, x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, MSE of the prediction against eps
+/// (or x_0, or v), backward, gradient-norm clip, AdamW, EMA.
+///
+/// A checkpoint is a diffusers pipeline folder holding the EMA weights in `unet/` (as diffusers'
+/// training example saves them), plus `training/` with what diffusers has no place for: the raw
+/// weights, the optimiser's moments, the step, the generator's state and the options. Resuming
+/// from it continues bit for bit as if the run had never stopped.
+public final class Trainer {
+    public let pipeline: Pipeline
+    public var options: TrainingOptions
+    public let schedule: NoiseSchedule
+    public let optimizer: AdamW
+    public let ema: ExponentialMovingAverage
+    public private(set) var step = 0
+    /// Draws timesteps, noise and dropout masks; saved with checkpoints.
+    public private(set) var rng: RandomGenerator
+    /// (step, loss, learning rate) of every step taken.
+    public private(set) var log: [(step: Int, loss: Float, learningRate: Float)] = []
+
+    public var unet: UNet2DModel { pipeline.unet }
+
+    public init(pipeline: Pipeline, options: TrainingOptions) {
+        self.pipeline = pipeline
+        self.options = options
+        schedule = NoiseSchedule(pipeline.schedulerConfig)
+        optimizer = AdamW(parameters: pipeline.unet.parameterTensors, learningRate: options.learningRate,
+                          weightDecay: options.weightDecay)
+        ema = ExponentialMovingAverage(parameters: pipeline.unet.parameterTensors, decay: .warmup(maxDecay: options.emaDecay))
+        rng = RandomGenerator(seed: options.seed &+ 1)
+    }
+
+    /// One optimiser step on a batch x_0 [B, C, H, W] in [-1, 1]. Returns the loss; when it is not
+    /// finite, nothing is updated (the caller stops and keeps its last checkpoint).
+    @discardableResult
+    public func train(on x0: Tensor) -> Float {
+        let batch = x0.shape[0]
+        let timesteps = (0..<batch).map { _ in rng.integer(below: schedule.count) }
+        let noise = Tensor.randomNormal(x0.shape, using: &rng)
+        let xt = schedule.addNoise(x0, noise: noise, timesteps: timesteps)
+        let type = pipeline.schedulerConfig.predictionType
+        let target = schedule.trainingTarget(type, x0: x0, noise: noise, timesteps: timesteps)
+        let weights = options.minSNRGamma.map { schedule.minSNRWeights(timesteps: timesteps, gamma: $0, predictionType: type) }
+
+        let learningRate = warmupLearningRate(base: options.learningRate, step: step, warmup: options.warmup)
+        optimizer.learningRate = learningRate
+        unet.zeroGradients()
+        let prediction = unet.training(xt, timesteps: timesteps.map(Float.init), using: &rng)
+        let loss = diffusionLoss(prediction: prediction, target: target, weights: weights)
+        let value = loss.item
+        guard value.isFinite else { return value }
+        loss.backward()
+        clipGradientNorm(optimizer.parameters, maxNorm: options.gradientClip)
+        optimizer.update()
+        step += 1
+        ema.update(step: step)
+        log.append((step, value, learningRate))
+        return value
+    }
+
+    /// The EMA weights by parameter name.
+    public var emaWeights: [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: zip(unet.parameters.map(\.name), ema.shadow))
+    }
+
+    /// Runs `body` with the EMA weights in the model (to sample with them), then puts the raw ones back.
+    public func withEMAWeights<T>(_ body: () throws -> T) rethrows -> T {
+        let raw = unet.parameterTensors.map { $0.copy() }
+        for (p, s) in zip(unet.parameterTensors, ema.shadow) { p.pointer.update(from: s.pointer, count: p.count) }
+        defer { for (p, r) in zip(unet.parameterTensors, raw) { p.pointer.update(from: r.pointer, count: p.count) } }
+        return try body()
+    }
+
+    // MARK: Checkpoints
+
+    struct State: Codable {
+        var format = 1
+        var step: Int
+        var options: TrainingOptions
+        var rng: RandomGenerator
+        var data: String
+    }
+
+    /// Writes the checkpoint. Every file goes through a temporary name and a rename, and
+    /// `training/state.json`, which names the step, is written last and checked against the others
+    /// on resume, so an interrupted save never passes for a complete one.
+    public func save(to folder: URL, dataSource: String) throws {
+        let stepTag = ["step": String(step)]
+        try pipeline.save(to: folder, weights: emaWeights)
+        let training = folder.appendingPathComponent("training")
+        try Safetensors.write(unet.stateDictionary, metadata: stepTag, to: training.appendingPathComponent("unet.safetensors"))
+        var moments: [String: Tensor] = [:]
+        let state = optimizer.state
+        for (i, name) in unet.parameters.map(\.name).enumerated() {
+            moments["exp_avg.\(name)"] = state.moments[2 * i].reshaped(unet.parameters[i].tensor.shape)
+            moments["exp_avg_sq.\(name)"] = state.moments[2 * i + 1].reshaped(unet.parameters[i].tensor.shape)
+        }
+        try Safetensors.write(moments, metadata: stepTag.merging(["optimizer_step": String(state.step)]) { a, _ in a },
+                              to: training.appendingPathComponent("optimizer.safetensors"))
+        var csv = "step,loss,learning_rate\n"
+        for e in log { csv += "\(e.step),\(e.loss),\(e.learningRate)\n" }
+        try writeAtomically(Data(csv.utf8), to: training.appendingPathComponent("log.csv"))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeAtomically(encoder.encode(State(step: step, options: options, rng: rng, data: dataSource)),
+                            to: training.appendingPathComponent("state.json"))
+    }
+
+    /// The data source recorded in a checkpoint.
+    public static func savedDataSource(in folder: URL) throws -> String {
+        try loadState(folder).data
+    }
+
+    static func loadState(_ folder: URL) throws -> State {
+        let url = folder.appendingPathComponent("training/state.json")
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw PipelineError.missing(url.path, "the training state (is this a checkpoint written by ddpm train?)")
+        }
+        do { return try JSONDecoder().decode(State.self, from: data) } catch {
+            throw FormatError(url, "not a training state (\(error))")
+        }
+    }
+
+    /// Continues from a checkpoint. `steps` may raise the total.
+    public static func resume(from folder: URL, steps: Int? = nil) throws -> Trainer {
+        let state = try loadState(folder)
+        let pipeline = try Pipeline.load(folder)  // EMA weights in the model for now
+        var options = state.options
+        if let steps { options.steps = steps }
+        let trainer = Trainer(pipeline: pipeline, options: options)
+        for (s, p) in zip(trainer.ema.shadow, pipeline.unet.parameterTensors) { s.pointer.update(from: p.pointer, count: p.count) }
+
+        let training = folder.appendingPathComponent("training")
+        let rawURL = training.appendingPathComponent("unet.safetensors")
+        let raw = try Safetensors.read(rawURL)
+        guard raw.metadata["step"] == String(state.step) else {
+            throw FormatError(rawURL, "holds step \(raw.metadata["step"] ?? "?"), the state says \(state.step): an interrupted save")
+        }
+        try pipeline.unet.load(raw.tensors, from: rawURL)
+        let optimizerURL = training.appendingPathComponent("optimizer.safetensors")
+        let saved = try Safetensors.read(optimizerURL)
+        guard saved.metadata["step"] == String(state.step), let optimizerStep = saved.metadata["optimizer_step"].flatMap(Int.init) else {
+            throw FormatError(optimizerURL, "holds step \(saved.metadata["step"] ?? "?"), the state says \(state.step): an interrupted save")
+        }
+        var moments: [Tensor] = []
+        for (name, p) in pipeline.unet.parameters {
+            for key in ["exp_avg.\(name)", "exp_avg_sq.\(name)"] {
+                guard let t = saved.tensors[key], t.shape == p.shape else { throw FormatError(optimizerURL, "tensor '\(key)' is missing or misshaped") }
+                moments.append(t)
+            }
+        }
+        trainer.optimizer.restore(step: optimizerStep, moments: moments)
+        trainer.step = state.step
+        trainer.rng = state.rng
+        if let csv = try? String(contentsOf: training.appendingPathComponent("log.csv"), encoding: .utf8) {
+            for line in csv.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: ",")
+                if f.count == 3, let s = Int(f[0]), let l = Float(f[1]), let r = Float(f[2]), s <= state.step { trainer.log.append((s, l, r)) }
+            }
+        }
+        return trainer
+    }
+}

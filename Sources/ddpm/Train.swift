@@ -1,0 +1,162 @@
+import ArgumentParser
+import Datasets
+import Diffusion
+import Dispatch
+import Foundation
+import Layers
+import Tensors
+
+extension SchedulerConfig.PredictionType: ExpressibleByArgument {}
+extension SchedulerConfig.BetaSchedule: ExpressibleByArgument {}
+
+/// Trains a model on images and writes a diffusers pipeline folder with checkpoints to resume from.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a diffusion model on images (DDPM, Ho et al. 2020, Algorithm 1).",
+        discussion: """
+            --data is fashion-mnist (Debian's dataset-fashion-mnist), an IDX folder or file, a folder of \
+            CIFAR-10 binary batches, a folder of PNG/JPEG images, or a .npy [N, C, H, W]. The output folder \
+            is a diffusers DDPMPipeline (EMA weights in unet/) plus training/ (raw weights, optimiser, \
+            state, log.csv), samples/ and loss.png. --resume continues a run bit for bit to --steps in \
+            total. Ctrl-C finishes the current step, saves and exits.
+            """)
+
+    @Option(help: "Training images (see above).") var data: String
+    @Option(help: "Model size: tiny, fmnist or cifar10.") var preset: UNetConfig.Preset?
+    @Option(help: "A unet config.json instead of a preset.") var config: String?
+    @Option(help: "Total optimiser steps.") var steps = 10_000
+    @Option(help: "Images per step.") var batchSize = 64
+    @Option(help: "AdamW learning rate.") var learningRate: Float = 2e-4
+    @Option(help: "Linear learning-rate warmup steps.") var warmup = 500
+    @Option(help: "Largest EMA decay (it warms up from 0).") var emaDecay: Float = 0.9999
+    @Option(help: "What the network predicts: epsilon, sample or v_prediction.") var predictionType = SchedulerConfig.PredictionType.epsilon
+    @Option(help: "Noise schedule: linear, scaled_linear or squaredcos_cap_v2.") var betaSchedule = SchedulerConfig.BetaSchedule.linear
+    @Option(help: "Random seed (weights, data order, noise).") var seed: UInt64 = 0
+    @Option(help: "Output folder.") var output = "runs/model"
+    @Flag(help: "Continue the run saved in --output.") var resume = false
+    @Option(help: "Save a checkpoint every N steps.") var checkpointEvery = 1000
+    @Option(help: "Write a sample grid every N steps (0: never).") var sampleEvery = 1000
+    @Flag(help: "Random horizontal flips.") var flip = false
+    @Option(help: "min-SNR-gamma loss weighting (e.g. 5).") var minSNRGamma: Float?
+
+    func validate() throws {
+        if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
+        guard steps >= 1, batchSize >= 1, checkpointEvery >= 1, sampleEvery >= 0, warmup >= 0 else {
+            throw ValidationError("--steps, --batch-size and --checkpoint-every must be at least 1")
+        }
+        guard learningRate > 0, emaDecay >= 0, emaDecay < 1 else { throw ValidationError("--learning-rate must be positive and --ema-decay in [0, 1)") }
+    }
+
+    func run() throws {
+        let folder = URL(fileURLWithPath: output)
+        let trainer: Trainer
+        if resume {
+            trainer = try Trainer.resume(from: folder, steps: steps)
+            let saved = try Trainer.savedDataSource(in: folder)
+            let source = data == "fashion-mnist" ? ImageDataset.fashionMNISTFolder : data
+            if !saved.hasPrefix(source) && !source.hasPrefix(saved) {
+                FileHandle.standardError.write(Data("warning: resuming on \(source), the run began on \(saved)\n".utf8))
+            }
+        } else {
+            if FileManager.default.fileExists(atPath: folder.appendingPathComponent("training/state.json").path) {
+                throw CommandError("\(output) already holds a training run: pass --resume to continue it, or another --output")
+            }
+            var unetConfig = (preset ?? .fmnist).config
+            if let config { unetConfig = try UNetConfig.load(URL(fileURLWithPath: config)) }
+            var schedulerConfig = SchedulerConfig()
+            schedulerConfig.predictionType = predictionType
+            schedulerConfig.betaSchedule = betaSchedule
+            if preset == .cifar10 { schedulerConfig.varianceType = .fixedLarge }
+            var rng = RandomGenerator(seed: seed)
+            var options = TrainingOptions()
+            options.steps = steps; options.batchSize = batchSize; options.learningRate = learningRate
+            options.warmup = warmup; options.emaDecay = emaDecay; options.seed = seed
+            options.flip = flip; options.minSNRGamma = minSNRGamma
+            trainer = Trainer(pipeline: Pipeline(unet: UNet2DModel(config: unetConfig, using: &rng), schedulerConfig: schedulerConfig),
+                              options: options)
+        }
+        let options = trainer.options, unetConfig = trainer.unet.config
+        let dataset = try ImageDataset.load(data, channels: unetConfig.inChannels, size: unetConfig.sampleSize)
+        guard dataset.count >= options.batchSize else {
+            throw CommandError("\(dataset.source): \(dataset.count) images, fewer than one batch of \(options.batchSize)")
+        }
+        let sampler = BatchSampler(dataset: dataset, batchSize: options.batchSize, seed: options.seed, flip: options.flip)
+        let batches = BatchPrefetcher(sampler, startingAt: trainer.step)
+        let stop = StopFlag()
+        stop.installForSIGINT()
+
+        FileHandle.standardError.write(Data(("training \(trainer.unet.parameterCount) parameters on \(dataset.count) images "
+            + "(\(dataset.source)), batch \(options.batchSize), steps \(trainer.step) -> \(options.steps)\n").utf8))
+        let start = Date(), startStep = trainer.step
+        var lastReport = Date.distantPast
+        while trainer.step < options.steps {
+            let loss = trainer.train(on: batches.nextBatch())
+            guard loss.isFinite else {
+                throw CommandError("the loss became \(loss) at step \(trainer.step + 1); stopped without saving, the last checkpoint in \(output) is kept. "
+                                   + "Try a lower --learning-rate.")
+            }
+            let done = trainer.step - startStep, elapsed = Date().timeIntervalSince(start)
+            if Date().timeIntervalSince(lastReport) > 2 || trainer.step == options.steps {
+                lastReport = Date()
+                let rate = Double(done * options.batchSize) / elapsed
+                let eta = elapsed / Double(done) * Double(options.steps - trainer.step)
+                let line = String(format: "step %d/%d  loss %.4f  lr %.2e  %.1f images/s  ETA %@",
+                                  trainer.step, options.steps, loss, trainer.optimizer.learningRate, rate, duration(eta))
+                FileHandle.standardError.write(Data((isatty(STDERR_FILENO) != 0 ? "\r" + line + "   " : line + "\n").utf8))
+            }
+            let finished = trainer.step == options.steps || stop.isSet
+            if trainer.step % checkpointEvery == 0 || finished {
+                try trainer.save(to: folder, dataSource: dataset.source)
+            }
+            if sampleEvery > 0 && (trainer.step % sampleEvery == 0 || trainer.step == options.steps) {
+                try writeSamples(trainer, to: folder.appendingPathComponent(String(format: "samples/step-%06d.png", trainer.step)))
+            }
+            if stop.isSet {
+                FileHandle.standardError.write(Data("\ninterrupted: saved step \(trainer.step) in \(output); --resume continues\n".utf8))
+                return
+            }
+        }
+        try lineChart(trainer.log.map(\.loss)).writePNG(to: folder.appendingPathComponent("loss.png"))
+        let recent = trainer.log.suffix(100).map(\.loss)
+        print(String(format: "\ntrained to step %d in %@; mean loss of the last %d steps %.4f; model in %@",
+                     trainer.step, duration(Date().timeIntervalSince(start)), recent.count,
+                     recent.reduce(0, +) / Float(max(recent.count, 1)), output))
+    }
+
+    /// 16 images from the EMA weights, DDIM 50 steps, a fixed seed so grids are comparable across steps.
+    func writeSamples(_ trainer: Trainer, to url: URL) throws {
+        let scheduler = try trainer.pipeline.scheduler(.ddim, steps: 50)
+        var rng = RandomGenerator(seed: 1234)
+        let noise = Tensor.randomNormal(trainer.pipeline.sampleShape(count: 16), using: &rng)
+        let images = trainer.withEMAWeights {
+            var loop = trainer.pipeline.denoise(noise, with: scheduler, using: rng)
+            return loop.run()
+        }
+        try imageGrid(images, columns: 4).writePNG(to: url)
+    }
+
+    func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.isFinite ? seconds : 0)
+        return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s % 3600 / 60) : String(format: "%dm%02ds", s / 60, s % 60)
+    }
+}
+
+/// Set by SIGINT: the training loop finishes its step, saves and exits.
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = false
+    private var source: DispatchSourceSignal?
+
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return set }
+
+    func installForSIGINT() {
+        signal(SIGINT, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        s.setEventHandler { [self] in
+            lock.lock(); set = true; lock.unlock()
+            FileHandle.standardError.write(Data("\nstopping after this step...\n".utf8))
+        }
+        s.resume()
+        source = s
+    }
+}
