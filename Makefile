@@ -1,4 +1,4 @@
-# swift-ddpm. `make demo` and `make test` install what they need, build, and run.
+# swift-ddpm. `make sample` and `make test` install what they need, build, and run.
 # Release builds throughout: numeric Swift in debug is 10-100x slower. On x86_64 with AVX2 and FMA
 # the compiler targets Haswell (SwiftPM's default emits no AVX); these flags stay here, not in
 # Package.swift, so the package remains usable as a dependency.
@@ -8,7 +8,7 @@ SWIFT_FLAGS += -Xswiftc -target-cpu -Xswiftc haswell
 endif
 DDPM := .build/release/ddpm
 
-.PHONY: setup build test demo bench
+.PHONY: setup build test sample demo bench
 setup:
 	@scripts/setup
 
@@ -17,6 +17,10 @@ build: setup
 
 test: setup
 	swift test $(SWIFT_FLAGS)
+
+# the main job: 16 garments from the bundled Fashion-MNIST model, and their noise-to-image strip
+sample: build
+	$(DDPM) sample --sampler ddim --steps 50 --count 16 --output samples.png --progression progression.png
 
 demo: build
 	$(DDPM) demo
