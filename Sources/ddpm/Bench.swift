@@ -136,7 +136,7 @@ struct Bench: ParsableCommand {
         print("shape".padding(toLength: 44, withPad: " ", startingAt: 0) + "   ms   GFLOP/s  peak   vs sgemm")
         for n in [512, 2048] {
             let a = Tensor(shape: [n, n], repeating: 0.5), c = Tensor(zeros: [n, n])
-            let t = bestTime { gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: a.pointer, ldb: n, c: c.pointer, ldc: n) }
+            let t = bestTime { parallelGemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: a.pointer, ldb: n, c: c.pointer, ldc: n) }
             report("sgemm \(n)^3", seconds: t, flops: 2 * Double(n * n * n), reference: nil)
         }
         for (channels, size) in [(32, 28), (64, 14), (128, 7), (64, 28), (128, 14)] {
@@ -146,7 +146,7 @@ struct Bench: ParsableCommand {
             let m = g.outChannels, k = g.patch, w = g.batch * g.outPixels
             let wa = Tensor(shape: [m, k], repeating: 0.01), cols = Tensor(shape: [k, w], repeating: 0.5)
             let prod = Tensor(zeros: [m, w])
-            let tg = bestTime { gemm(m: m, n: w, k: k, a: wa.pointer, lda: k, b: cols.pointer, ldb: w, c: prod.pointer, ldc: w) }
+            let tg = bestTime { parallelGemm(m: m, n: w, k: k, a: wa.pointer, lda: k, b: cols.pointer, ldb: w, c: prod.pointer, ldc: w) }
             let name = "conv3x3 \(channels)->\(channels) \(size)x\(size) b\(batchSize)"
             report("sgemm M=\(m) N=\(w) K=\(k)", seconds: tg, flops: g.flops, reference: nil)
             var rng = RandomGenerator(seed: 1)

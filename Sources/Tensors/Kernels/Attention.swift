@@ -61,23 +61,16 @@ public func attentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k:
     if g.headDim <= smallHeadLimit {
         return smallHeadAttentionForward(g, q: q, k: k, v: v, out: out, probabilities: probabilities)
     }
-    let l = g.length
+    let (l, w, d) = (g.length, g.width, g.headDim)
     let scratch = probabilities == nil ? Storage(uninitializedCount: g.batch * g.heads * l * l) : nil
-    let probabilities = probabilities ?? scratch!.pointer, w = g.width, d = g.headDim
-    for b in 0..<g.batch {
-        for h in 0..<g.heads {
-            let p = probabilities + (b * g.heads + h) * l * l
-            let off = b * l * w + h * d
-            gemm(transposeB: true, m: l, n: l, k: d, alpha: g.scale, a: q + off, lda: w,
-                 b: k + off, ldb: w, c: p, ldc: l)
-        }
-    }
-    softmaxRows(probabilities, rows: g.batch * g.heads * l, n: l)
-    for b in 0..<g.batch {
-        for h in 0..<g.heads {
-            let p = probabilities + (b * g.heads + h) * l * l
-            let off = b * l * w + h * d
-            gemm(m: l, n: d, k: l, a: p, lda: l, b: v + off, ldb: w, c: out + off, ldc: w)
+    let pp = SharedPointer(probabilities ?? scratch!.pointer)
+    let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), po = SharedPointer(out)
+    parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
+        for pair in pairs {
+            let p = pp + pair * l * l, off = pair / g.heads * l * w + pair % g.heads * d
+            gemm(transposeB: true, m: l, n: l, k: d, alpha: g.scale, a: pq + off, lda: w, b: pk + off, ldb: w, c: p, ldc: l)
+            for i in 0..<l { softmaxRow(p + i * l, l) }
+            gemm(m: l, n: d, k: l, a: p, lda: l, b: pv + off, ldb: w, c: po + off, ldc: w)
         }
     }
 }
@@ -90,22 +83,23 @@ public func attentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k
     if g.headDim <= smallHeadLimit {
         return smallHeadAttentionBackward(g, q: q, k: k, v: v, probabilities: probabilities, dout: dout, dq: dq, dk: dk, dv: dv)
     }
-    let l = g.length, w = g.width, d = g.headDim
-    let dp = Storage(uninitializedCount: l * l), ds = Storage(uninitializedCount: l * l)
-    for b in 0..<g.batch {
-        for h in 0..<g.heads {
-            let p = probabilities + (b * g.heads + h) * l * l
-            let off = b * l * w + h * d
-            gemm(transposeA: true, m: l, n: d, k: l, a: p, lda: l, b: dout + off, ldb: w,
-                 beta: 1, c: dv + off, ldc: w)
-            gemm(transposeB: true, m: l, n: l, k: d, a: dout + off, lda: w, b: v + off, ldb: w,
-                 c: dp.pointer, ldc: l)
-            ds.pointer.update(repeating: 0, count: l * l)
-            softmaxRowsBackward(p, dp.pointer, ds.pointer, rows: l, n: l)
-            gemm(m: l, n: d, k: l, alpha: g.scale, a: ds.pointer, lda: l, b: k + off, ldb: w,
-                 beta: 1, c: dq + off, ldc: w)
-            gemm(transposeA: true, m: l, n: d, k: l, alpha: g.scale, a: ds.pointer, lda: l,
-                 b: q + off, ldb: w, beta: 1, c: dk + off, ldc: w)
+    let (l, w, d) = (g.length, g.width, g.headDim)
+    let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), pp = SharedPointer(probabilities)
+    let pdo = SharedPointer(dout), pdq = SharedPointer(dq), pdk = SharedPointer(dk), pdv = SharedPointer(dv)
+    parallelFor(g.batch * g.heads, cost: 8 * l * l * d) { pairs in
+        let dp = UnsafeMutablePointer<Float>.allocate(capacity: 2 * l * l), ds = dp + l * l
+        defer { dp.deallocate() }
+        for pair in pairs {
+            let p = pp + pair * l * l, off = pair / g.heads * l * w + pair % g.heads * d
+            gemm(transposeA: true, m: l, n: d, k: l, a: p, lda: l, b: pdo + off, ldb: w, beta: 1, c: pdv + off, ldc: w)
+            gemm(transposeB: true, m: l, n: l, k: d, a: pdo + off, lda: w, b: pv + off, ldb: w, c: dp, ldc: l)
+            for i in 0..<l {
+                let pr = p + i * l, gr = dp + i * l, dr = ds + i * l
+                let yg = dot(pr, gr, count: l)
+                for j in 0..<l { dr[j] = pr[j] * (gr[j] - yg) }
+            }
+            gemm(m: l, n: d, k: l, alpha: g.scale, a: ds, lda: l, b: pk + off, ldb: w, beta: 1, c: pdq + off, ldc: w)
+            gemm(transposeA: true, m: l, n: d, k: l, alpha: g.scale, a: ds, lda: l, b: pq + off, ldb: w, beta: 1, c: pdk + off, ldc: w)
         }
     }
 }

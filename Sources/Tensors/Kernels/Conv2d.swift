@@ -108,7 +108,7 @@ func col2im(_ g: ConvGeometry, _ columns: UnsafePointer<Float>, n0: Int, nb: Int
 
 /// How a convolution's batch is split: `workers` groups of consecutive images, one per core, each
 /// processed `chunk` images at a time so that its column matrix (about 1 MB) stays in cache
-/// between im2col and sgemm. A single image goes to one worker with BLAS threading instead.
+/// between im2col and sgemm. A single image goes to one worker whose products split across cores.
 struct ConvPlan {
     let workers: Int, chunk: Int
     init(_ g: ConvGeometry) {
@@ -118,10 +118,18 @@ struct ConvPlan {
     }
     func images(of worker: Int, batch: Int) -> Range<Int> { batch * worker / workers ..< batch * (worker + 1) / workers }
 
-    /// Runs body(worker) on each worker, BLAS single-threaded when there are several.
+    /// Runs body(worker) on each worker.
     func run(_ body: @Sendable (Int) -> Void) {
         if workers == 1 { return body(0) }
-        withSingleThreadedBLAS { DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
+        DispatchQueue.concurrentPerform(iterations: workers, execute: body)
+    }
+
+    /// The product for a worker's chunk: split across cores only when there is one worker.
+    func gemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
+              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let product = workers == 1 ? parallelGemm : Tensors.gemm
+        product(transposeA, transposeB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
     }
 }
 
@@ -141,8 +149,8 @@ public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
             // a 1x1 convolution of one image reads the image itself as its column matrix
             let b: UnsafePointer<Float> = direct ? UnsafePointer(px + n0 * g.channels * p) : UnsafePointer(columns.pointer)
             if !direct { im2col(g, px.base, n0: n0, nb: nb, columns.pointer) }
-            gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: b, ldb: width,
-                 c: product.pointer, ldc: width)
+            plan.gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: b, ldb: width,
+                      c: product.pointer, ldc: width)
             for o in 0..<g.outChannels {
                 let bo = pb?[o] ?? 0
                 for img in 0..<nb {
@@ -182,12 +190,12 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
             }
             if wantWeight {
                 im2col(g, px.base, n0: n0, nb: nb, columns.pointer)
-                gemm(transposeB: true, m: g.outChannels, n: g.patch, k: width, a: gathered.pointer, lda: width,
-                     b: columns.pointer, ldb: width, beta: 1, c: dw, ldc: g.patch)
+                plan.gemm(transposeB: true, m: g.outChannels, n: g.patch, k: width, a: gathered.pointer, lda: width,
+                          b: columns.pointer, ldb: width, beta: 1, c: dw, ldc: g.patch)
             }
             if let pdx {
-                gemm(transposeA: true, m: g.patch, n: width, k: g.outChannels, a: pw.base, lda: g.patch,
-                     b: gathered.pointer, ldb: width, c: columns.pointer, ldc: width)
+                plan.gemm(transposeA: true, m: g.patch, n: width, k: g.outChannels, a: pw.base, lda: g.patch,
+                          b: gathered.pointer, ldb: width, c: columns.pointer, ldc: width)
                 col2im(g, columns.pointer, n0: n0, nb: nb, pdx.base)
             }
         }

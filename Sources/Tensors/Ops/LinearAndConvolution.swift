@@ -13,8 +13,8 @@ extension Tensor {
             if let bias {
                 for r in 0..<rows { (out.pointer + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
             }
-            gemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: pointer, lda: inFeatures,
-                 b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out.pointer, ldc: outFeatures)
+            parallelGemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: pointer, lda: inFeatures,
+                         b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out.pointer, ldc: outFeatures)
         }
         let nx = node, nw = weight.node, nb = bias?.node
         let x = nw != nil ? storage : nil, w = nx != nil ? weight.storage : nil
@@ -24,12 +24,12 @@ extension Tensor {
         return Tensor.result(outShape, out, inputs: [self, weight] + (bias.map { [$0] } ?? []), op: "linear",
                              backwardFlops: backwardFlops) { g in
             if let nx {  // dx = dy W
-                gemm(m: rows, n: inFeatures, k: outFeatures, a: g.pointer, lda: outFeatures,
-                     b: w!.pointer, ldb: inFeatures, beta: 1, c: nx.gradientStorage().pointer, ldc: inFeatures)
+                parallelGemm(m: rows, n: inFeatures, k: outFeatures, a: g.pointer, lda: outFeatures,
+                             b: w!.pointer, ldb: inFeatures, beta: 1, c: nx.gradientStorage().pointer, ldc: inFeatures)
             }
             if let nw {  // dW = dy^T x
-                gemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows, a: g.pointer, lda: outFeatures,
-                     b: x!.pointer, ldb: inFeatures, beta: 1, c: nw.gradientStorage().pointer, ldc: inFeatures)
+                parallelGemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows, a: g.pointer, lda: outFeatures,
+                             b: x!.pointer, ldb: inFeatures, beta: 1, c: nw.gradientStorage().pointer, ldc: inFeatures)
             }
             if let nb {
                 let d = nb.gradientStorage().pointer
