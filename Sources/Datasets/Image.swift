@@ -98,7 +98,7 @@ public func imageGrid(_ images: Tensor, columns: Int? = nil, padding: Int = 2, b
     let gw = cols * w + (cols + 1) * padding, gh = rows * h + (rows + 1) * padding
     var pixels = [UInt8](repeating: background, count: gw * gh * c)
     for k in 0..<n {
-        let tile = Image(Tensor(shape: [c, h, w], storage: Storage(Array(UnsafeBufferPointer(start: images.pointer + k * c * h * w, count: c * h * w)))))
+        let tile = Image(images.slice(k..<(k + 1)))
         let x0 = padding + (k % cols) * (w + padding), y0 = padding + (k / cols) * (h + padding)
         for y in 0..<h {
             for x in 0..<w {

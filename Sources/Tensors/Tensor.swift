@@ -49,6 +49,25 @@ public struct Tensor: @unchecked Sendable {
 
     /// The same values, no longer tracked by autodiff.
     public var detached: Tensor { Tensor(shape: shape, storage: storage) }
+
+    /// Items `range` along the first dimension (images of a batch), copied, untracked.
+    public func slice(_ range: Range<Int>) -> Tensor {
+        precondition(range.lowerBound >= 0 && range.upperBound <= shape[0], "slice \(range) of \(shape)")
+        let per = count / shape[0]
+        let s = Storage(uninitializedCount: range.count * per)
+        s.pointer.update(from: pointer + range.lowerBound * per, count: range.count * per)
+        return Tensor(shape: [range.count] + shape.dropFirst(), storage: s)
+    }
+
+    /// Tensors equal in shape after the first dimension, joined along it (a batch of batches), untracked.
+    public static func joined(_ parts: [Tensor]) -> Tensor {
+        let rest = Array(parts[0].shape.dropFirst())
+        precondition(parts.allSatisfy { Array($0.shape.dropFirst()) == rest }, "joining \(parts.map(\.shape))")
+        let s = Storage(uninitializedCount: parts.reduce(0) { $0 + $1.count })
+        var offset = 0
+        for p in parts { (s.pointer + offset).update(from: p.pointer, count: p.count); offset += p.count }
+        return Tensor(shape: [parts.reduce(0) { $0 + $1.shape[0] }] + rest, storage: s)
+    }
 }
 
 extension Tensor: CustomStringConvertible {

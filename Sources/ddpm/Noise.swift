@@ -37,12 +37,7 @@ struct Noise: ParsableCommand {
         let x0 = try Image.readPNG(URL(fileURLWithPath: image)).tensor()
         var rng = RandomGenerator(seed: seed)
         let noise = Tensor.randomNormal(x0.shape, using: &rng)
-        let per = x0.count
-        let strip = Tensor(zeros: [steps.count] + Array(x0.shape.dropFirst()))
-        for (i, t) in steps.enumerated() {
-            let xt = schedule.addNoise(x0, noise: noise, timesteps: [t])
-            (strip.pointer + i * per).update(from: xt.pointer, count: per)
-        }
+        let strip = Tensor.joined(steps.map { schedule.addNoise(x0, noise: noise, timesteps: [$0]) })
         try imageGrid(strip, columns: steps.count).writePNG(to: URL(fileURLWithPath: output))
         print("wrote \(output): timesteps \(steps.map(String.init).joined(separator: ", ")), abar from \(schedule.alphasCumprod[steps.first!]) to \(schedule.alphasCumprod[steps.last!])")
     }

@@ -61,27 +61,28 @@ struct Sample: ParsableCommand {
             start = Tensor.randomNormal(pipeline.sampleShape(count: count), using: &rng)
         }
 
-        let n = start.shape[0], per = start.count / n
+        let n = start.shape[0]
         let frames = min(10, scheduler.timesteps.count)
         let frameSteps = Set((1...frames).map { scheduler.timesteps.count * $0 / frames - 1 })
         let shown = min(n, 8)
-        let result = Tensor(zeros: start.shape)
-        var strip: [Tensor] = progression == nil ? [] : [slice(start, 0, shown)]
+        var results: [Tensor] = []
+        var strip: [Tensor] = progression == nil ? [] : [start.slice(0..<shown)]
         let bar = ProgressBar(total: scheduler.timesteps.count * ((n + batchSize - 1) / batchSize),
                               label: "\(kind.rawValue) \(scheduler.timesteps.count) steps")
         let began = Date()
         var done = 0
         for b in stride(from: 0, to: n, by: batchSize) {
             let m = min(batchSize, n - b)
-            var loop = pipeline.denoise(slice(start, b, m), with: scheduler, using: rng)
+            var loop = pipeline.denoise(start.slice(b..<(b + m)), with: scheduler, using: rng)
             while let step = loop.next() {
                 done += 1
                 bar.update(done, detail: String(format: "%.2f img/s", Double(b + m * (step.index + 1) / step.count) / Date().timeIntervalSince(began)))
-                if b == 0, progression != nil, frameSteps.contains(step.index) { strip.append(slice(step.sample, 0, min(m, shown))) }
+                if b == 0, progression != nil, frameSteps.contains(step.index) { strip.append(step.sample.slice(0..<min(m, shown))) }
             }
             rng = loop.rng
-            (result.pointer + b * per).update(from: loop.sample.pointer, count: m * per)
+            results.append(loop.sample)
         }
+        let result = Tensor.joined(results)
         let seconds = Date().timeIntervalSince(began)
 
         let url = URL(fileURLWithPath: output)
@@ -91,23 +92,11 @@ struct Sample: ParsableCommand {
                      output, n, kind.rawValue, scheduler.timesteps.count, seconds, Double(n) / seconds))
     }
 
-    /// Images b ..< b + m of a batch.
-    func slice(_ x: Tensor, _ b: Int, _ m: Int) -> Tensor {
-        let per = x.count / x.shape[0]
-        return Tensor(shape: [m] + x.shape.dropFirst(),
-                      storage: Storage(Array(UnsafeBufferPointer(start: x.pointer + b * per, count: m * per))))
-    }
-
     /// One row per image, one column per frame.
     func progressionStrip(_ frames: [Tensor]) -> Image {
-        let rows = frames.map { $0.shape[0] }.min()!, per = frames[0].count / frames[0].shape[0]
-        let tiles = Tensor(zeros: [rows * frames.count] + frames[0].shape.dropFirst())
-        for r in 0..<rows {
-            for (f, frame) in frames.enumerated() {
-                (tiles.pointer + (r * frames.count + f) * per).update(from: frame.pointer + r * per, count: per)
-            }
-        }
-        return imageGrid(tiles, columns: frames.count)
+        let rows = frames.map { $0.shape[0] }.min()!
+        let tiles = (0..<rows).flatMap { r in frames.map { $0.slice(r..<(r + 1)) } }
+        return imageGrid(Tensor.joined(tiles), columns: frames.count)
     }
 }
 

@@ -27,6 +27,13 @@ public final class ResnetBlock2D: Module {
         self.outputScaleFactor = outputScaleFactor
     }
 
+    /// A resnet with the config's groups, epsilon, time-embedding width and dropout.
+    public convenience init(inputChannels: Int, outputChannels: Int, config c: UNetConfig, outputScaleFactor: Float = 1,
+                            using rng: inout RandomGenerator) {
+        self.init(inputChannels: inputChannels, outputChannels: outputChannels, timeChannels: c.timeEmbedDim,
+                  groups: c.normNumGroups, epsilon: c.normEps, dropout: c.dropout, outputScaleFactor: outputScaleFactor, using: &rng)
+    }
+
     public func callAsFunction(_ x: Tensor, temb: Tensor, dropout rng: inout RandomGenerator?) -> Tensor {
         var h = conv1(norm1(x, silu: true))
         h = h + timeEmbProj(temb).reshaped([x.shape[0], -1, 1, 1])
@@ -62,6 +69,13 @@ public final class SpatialAttention: Module {
         self.rescaleOutputFactor = rescaleOutputFactor
     }
 
+    /// An attention with the config's head width and epsilon (`groups` defaults to the config's).
+    public convenience init(channels: Int, config c: UNetConfig, groups: Int? = nil, rescaleOutputFactor: Float = 1,
+                            using rng: inout RandomGenerator) {
+        self.init(channels: channels, headDim: c.attentionHeadDim, groups: groups ?? c.normNumGroups, epsilon: c.normEps,
+                  rescaleOutputFactor: rescaleOutputFactor, using: &rng)
+    }
+
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let tokens = groupNorm(x).reshaped([n, c, h * w]).transposedLastTwo()  // [N, HW, C]
@@ -89,12 +103,8 @@ public final class DownBlock2D: Module {
         var resnets: [ResnetBlock2D] = [], attentions: [SpatialAttention] = []
         for i in 0..<c.layersPerBlock {
             resnets.append(ResnetBlock2D(inputChannels: i == 0 ? inputChannels : outputChannels, outputChannels: outputChannels,
-                                         timeChannels: c.timeEmbedDim, groups: c.normNumGroups, epsilon: c.normEps,
-                                         dropout: c.dropout, outputScaleFactor: 1, using: &rng))
-            if withAttention {
-                attentions.append(SpatialAttention(channels: outputChannels, headDim: c.attentionHeadDim, groups: c.normNumGroups,
-                                                   epsilon: c.normEps, rescaleOutputFactor: 1, using: &rng))
-            }
+                                         config: c, using: &rng))
+            if withAttention { attentions.append(SpatialAttention(channels: outputChannels, config: c, using: &rng)) }
         }
         self.resnets = resnets
         self.attentions = attentions
@@ -128,16 +138,14 @@ public final class MidBlock2D: Module {
     public let attention: SpatialAttention?
 
     public init(channels: Int, config c: UNetConfig, using rng: inout RandomGenerator) {
-        func resnet(_ rng: inout RandomGenerator) -> ResnetBlock2D {
-            ResnetBlock2D(inputChannels: channels, outputChannels: channels, timeChannels: c.timeEmbedDim, groups: c.normNumGroups,
-                          epsilon: c.normEps, dropout: c.dropout, outputScaleFactor: c.midBlockScaleFactor, using: &rng)
-        }
-        let first = resnet(&rng)
+        let first = ResnetBlock2D(inputChannels: channels, outputChannels: channels, config: c,
+                                  outputScaleFactor: c.midBlockScaleFactor, using: &rng)
         attention = c.addAttention
-            ? SpatialAttention(channels: channels, headDim: c.attentionHeadDim, groups: c.attnNormNumGroups ?? c.normNumGroups,
-                               epsilon: c.normEps, rescaleOutputFactor: c.midBlockScaleFactor, using: &rng)
+            ? SpatialAttention(channels: channels, config: c, groups: c.attnNormNumGroups,
+                               rescaleOutputFactor: c.midBlockScaleFactor, using: &rng)
             : nil
-        resnets = [first, resnet(&rng)]
+        resnets = [first, ResnetBlock2D(inputChannels: channels, outputChannels: channels, config: c,
+                                        outputScaleFactor: c.midBlockScaleFactor, using: &rng)]
     }
 
     public func callAsFunction(_ x: Tensor, temb: Tensor, dropout rng: inout RandomGenerator?) -> Tensor {
@@ -165,12 +173,8 @@ public final class UpBlock2D: Module {
         var resnets: [ResnetBlock2D] = [], attentions: [SpatialAttention] = []
         for (i, skip) in skipChannels.enumerated() {
             resnets.append(ResnetBlock2D(inputChannels: (i == 0 ? inputChannels : outputChannels) + skip, outputChannels: outputChannels,
-                                         timeChannels: c.timeEmbedDim, groups: c.normNumGroups, epsilon: c.normEps,
-                                         dropout: c.dropout, outputScaleFactor: 1, using: &rng))
-            if withAttention {
-                attentions.append(SpatialAttention(channels: outputChannels, headDim: c.attentionHeadDim, groups: c.normNumGroups,
-                                                   epsilon: c.normEps, rescaleOutputFactor: 1, using: &rng))
-            }
+                                         config: c, using: &rng))
+            if withAttention { attentions.append(SpatialAttention(channels: outputChannels, config: c, using: &rng)) }
         }
         self.resnets = resnets
         self.attentions = attentions
