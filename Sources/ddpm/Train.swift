@@ -107,6 +107,7 @@ struct Train: ParsableCommand {
             let finished = trainer.step == options.steps || stop.isSet
             if trainer.step % checkpointEvery == 0 || finished {
                 try trainer.save(to: folder, dataSource: dataset.source)
+                try lineChart(trainer.log.map(\.loss)).writePNG(to: folder.appendingPathComponent("loss.png"))
             }
             if sampleEvery > 0 && (trainer.step % sampleEvery == 0 || trainer.step == options.steps) {
                 try writeSamples(trainer, to: folder.appendingPathComponent(String(format: "samples/step-%06d.png", trainer.step)))
@@ -116,7 +117,6 @@ struct Train: ParsableCommand {
                 return
             }
         }
-        try lineChart(trainer.log.map(\.loss)).writePNG(to: folder.appendingPathComponent("loss.png"))
         let recent = trainer.log.suffix(100).map(\.loss)
         print(String(format: "\ntrained to step %d in %@; mean loss of the last %d steps %.4f; model in %@",
                      trainer.step, duration(Date().timeIntervalSince(start)), recent.count,

@@ -36,6 +36,16 @@ func tinyTrainer(seed: UInt64 = 0, steps: Int) -> Trainer {
         #expect(trainer.step == 300 && trainer.log.count == 300)
     }
 
+    /// A batch that makes the loss NaN changes nothing: no step, no update, no log entry.
+    @Test func nonFiniteLossUpdatesNothing() {
+        let trainer = tinyTrainer(steps: 10)
+        let before = trainer.unet.parameterTensors.map(\.scalars)
+        let bad = Tensor(shape: [2, 1, 28, 28], repeating: .nan)
+        #expect(!trainer.train(on: bad).isFinite)
+        #expect(trainer.step == 0 && trainer.log.isEmpty && trainer.optimizer.step == 0)
+        #expect(trainer.unet.parameterTensors.map(\.scalars) == before)
+    }
+
     /// 30 steps at once, and 15 then a resume to 30, save identical bytes.
     @Test func resumeIsExact() throws {
         let data = try fashionMNISTSlice(256)

@@ -42,6 +42,23 @@ import TestSupport
         #expect(maxAbsDifference(half.tensors["a"]!, tensors["a"]!) < 2e-3)
     }
 
+    /// BF16 is the upper half of a float32's bits; values exact in bfloat16 come back exactly.
+    @Test func readsBFloat16() throws {
+        let values: [Float] = [1, -2.5, 0.15625, 3e38]
+        var payload = Data()
+        for v in values { withUnsafeBytes(of: UInt16(v.bitPattern >> 16).littleEndian) { payload.append(contentsOf: $0) } }
+        var header = Data(#"{"w":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,8]}}"#.utf8)
+        header.append(contentsOf: Array(repeating: UInt8(ascii: " "), count: (8 - header.count % 8) % 8))
+        var file = Data()
+        withUnsafeBytes(of: UInt64(header.count).littleEndian) { file.append(contentsOf: $0) }
+        let url = temporaryDirectory().appendingPathComponent("bf16.safetensors")
+        try (file + header + payload).write(to: url)
+        let c = try Safetensors.read(url)
+        #expect(c.dtypes["w"] == .bf16 && c.tensors["w"]!.shape == [2, 2])
+        let expected = values.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) }
+        #expect(c.tensors["w"]!.scalars == expected)
+    }
+
     /// The peer's own file: every tensor with diffusers' names and shapes, values spot-checked
     /// against the numbers NumPy reads from the same bytes.
     @Test func readsDiffusersSafetensors() throws {
