@@ -31,6 +31,7 @@ func tinyTrainer(seed: UInt64 = 0, steps: Int) -> Trainer {
         var losses: [Float] = []
         for _ in 0..<300 { losses.append(trainer.train(on: batches.nextBatch())) }
         let first = losses.prefix(10).reduce(0, +) / 10, last = losses.suffix(50).reduce(0, +) / 50
+        print("tiny on Fashion-MNIST: mean loss of steps 1-10 \(first), of steps 251-300 \(last)")
         #expect(first > 0.5, "initial loss \(first)")
         #expect(last < 0.3 * first, "loss \(first) -> \(last)")
         #expect(trainer.step == 300 && trainer.log.count == 300)
@@ -126,6 +127,7 @@ func tinyTrainer(seed: UInt64 = 0, steps: Int) -> Trainer {
             let k = distances.indices.min { distances[$0] < distances[$1] }!
             if distances[k] < 0.3 { near += 1; counts[k] += 1 }
         }
+        print("2-D diffusion: \(near) of \(n) samples within 0.3 of a mode; per mode \(counts)")
         #expect(Float(near) / Float(n) > 0.9, "\(near) of \(n) samples within 0.3 of a mode")
         #expect(counts.allSatisfy { $0 > n / 40 }, "samples per mode: \(counts)")
     }
