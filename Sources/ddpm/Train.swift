@@ -24,7 +24,7 @@ struct Train: ParsableCommand {
     @Option(help: "Training images (see above).") var data: String
     @Option(help: "Model size: tiny, fmnist or cifar10.") var preset: UNetConfig.Preset?
     @Option(help: "A unet config.json instead of a preset.") var config: String?
-    @Option(help: "Total optimiser steps.") var steps = 10_000
+    @Option(help: "Total optimiser steps (default 10000; on --resume, the saved total).") var steps: Int?
     @Option(help: "Images per step.") var batchSize = 64
     @Option(help: "AdamW learning rate.") var learningRate: Float = 2e-4
     @Option(help: "Linear learning-rate warmup steps.") var warmup = 500
@@ -41,7 +41,7 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
-        guard steps >= 1, batchSize >= 1, checkpointEvery >= 1, sampleEvery >= 0, warmup >= 0 else {
+        guard (steps ?? 1) >= 1, batchSize >= 1, checkpointEvery >= 1, sampleEvery >= 0, warmup >= 0 else {
             throw ValidationError("--steps, --batch-size and --checkpoint-every must be at least 1")
         }
         guard learningRate > 0, emaDecay >= 0, emaDecay < 1 else { throw ValidationError("--learning-rate must be positive and --ema-decay in [0, 1)") }
@@ -69,7 +69,7 @@ struct Train: ParsableCommand {
             if preset == .cifar10 { schedulerConfig.varianceType = .fixedLarge }
             var rng = RandomGenerator(seed: seed)
             var options = TrainingOptions()
-            options.steps = steps; options.batchSize = batchSize; options.learningRate = learningRate
+            options.steps = steps ?? 10_000; options.batchSize = batchSize; options.learningRate = learningRate
             options.warmup = warmup; options.emaDecay = emaDecay; options.seed = seed
             options.flip = flip; options.minSNRGamma = minSNRGamma
             trainer = Trainer(pipeline: Pipeline(unet: UNet2DModel(config: unetConfig, using: &rng), schedulerConfig: schedulerConfig),
