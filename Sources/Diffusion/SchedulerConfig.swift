@@ -58,8 +58,7 @@ public struct SchedulerConfig: Equatable, Sendable {
     }
 
     public static func load(_ url: URL) throws -> SchedulerConfig {
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw ConfigError(url, key: nil, "cannot be read") }
-        return try SchedulerConfig(json: data, source: url)
+        try SchedulerConfig(json: ConfigReader.contents(of: url), source: url)
     }
 
     /// Checks every value that would make the schedule meaningless.

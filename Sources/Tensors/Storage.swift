@@ -71,13 +71,4 @@ public final class BufferPool: @unchecked Sendable {
             UnsafeMutableRawPointer(p).deallocate()
         }
     }
-
-    /// Returns every held buffer to the system.
-    public func drain() {
-        lock.lock()
-        for (_, list) in free { for p in list { UnsafeMutableRawPointer(p).deallocate() } }
-        free = [:]
-        heldBytes = 0
-        lock.unlock()
-    }
 }

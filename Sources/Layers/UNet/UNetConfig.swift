@@ -111,8 +111,7 @@ public struct UNetConfig: Equatable, Sendable {
     }
 
     public static func load(_ url: URL) throws -> UNetConfig {
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw ConfigError(url, key: nil, "cannot be read") }
-        return try UNetConfig(json: data, source: url)
+        try UNetConfig(json: ConfigReader.contents(of: url), source: url)
     }
 
     /// Rejects impossible values, naming the key.

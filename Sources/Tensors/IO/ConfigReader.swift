@@ -20,8 +20,13 @@ public struct ConfigReader {
 
     /// Reads a JSON object from a file.
     public init(file: URL) throws {
+        try self.init(json: Self.contents(of: file), source: file)
+    }
+
+    /// A config file's bytes, or an error naming it.
+    public static func contents(of file: URL) throws -> Data {
         guard let data = FileManager.default.contents(atPath: file.path) else { throw ConfigError(file, key: nil, "cannot be read") }
-        try self.init(json: data, source: file)
+        return data
     }
 
     public init(json data: Data, source: URL) throws {

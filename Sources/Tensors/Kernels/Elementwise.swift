@@ -39,7 +39,7 @@ public func siluBackward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
     parallelFor(count, cost: 8) { r in
         for i in r {
             let v = xs[i]
-            let s = 1 / (1 + fastExp(-v))
+            let s = sigmoid(v)
             ds[i] += gs[i] * s * (1 + v * (1 - s))
         }
     }

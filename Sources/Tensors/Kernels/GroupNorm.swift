@@ -77,7 +77,7 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
                 if silu {
                     for i in 0..<g.spatial {
                         let v = (xs[i] - m) * r * gam + bet
-                        let s = 1 / (1 + fastExp(-v))
+                        let s = sigmoid(v)
                         dc[i] = gs[i] * s * (1 + v * (1 - s))
                     }
                 } else {
