@@ -132,7 +132,7 @@ struct Bench: ParsableCommand {
     }
 
     func runOps() {
-        print("kernel benchmarks, \(kernelThreads) threads, peak \(Int(peak)) GFLOP/s; each the best of several runs")
+        print("kernel benchmarks, \(kernelThreads) threads, peak \(Int(peak)) GFLOP/s; each the best of several runs; * marks the convolution algorithm in use")
         print("shape".padding(toLength: 44, withPad: " ", startingAt: 0) + "   ms   GFLOP/s  peak   vs sgemm")
         for n in [512, 2048] {
             let a = Tensor(shape: [n, n], repeating: 0.5), c = Tensor(zeros: [n, n])
@@ -153,14 +153,19 @@ struct Bench: ParsableCommand {
             let x = Tensor.randomNormal([g.batch, channels, size, size], using: &rng)
             let weight = Tensor.randomNormal([channels, channels, 3, 3], using: &rng, scale: 0.05)
             let bias = Tensor(zeros: [channels]), y = Tensor(zeros: [g.batch, channels, size, size])
-            let tf = bestTime { conv2dForward(g, x: x.pointer, weight: weight.pointer, bias: bias.pointer, y: y.pointer) }
-            report(name + " fwd", seconds: tf, flops: g.flops, reference: tg)
             let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: weight.shape), db = Tensor(zeros: [channels])
-            let tb = bestTime {
-                conv2dBackward(g, x: x.pointer, weight: weight.pointer, dy: y.pointer, dx: dx.pointer,
-                               dweight: dw.pointer, dbias: db.pointer)
+            for algorithm in ConvAlgorithm.allCases where algorithm == .columns || isDirectConv(g) {
+                let tf = bestTime {
+                    conv2dForward(g, x: x.pointer, weight: weight.pointer, bias: bias.pointer, y: y.pointer, algorithm: algorithm)
+                }
+                let tb = bestTime {
+                    conv2dBackward(g, x: x.pointer, weight: weight.pointer, dy: y.pointer, dx: dx.pointer,
+                                   dweight: dw.pointer, dbias: db.pointer, algorithm: algorithm)
+                }
+                func mark(_ backward: Bool) -> String { ConvAlgorithm.best(for: g, backward: backward) == algorithm ? "*" : "" }
+                report("\(name) fwd \(algorithm)\(mark(false))", seconds: tf, flops: g.flops, reference: tg)
+                report("\(name) bwd \(algorithm)\(mark(true))", seconds: tb, flops: 2 * g.flops, reference: 2 * tg)
             }
-            report(name + " bwd", seconds: tb, flops: 2 * g.flops, reference: 2 * tg)
         }
         benchAttention()
     }

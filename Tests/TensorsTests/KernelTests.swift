@@ -30,34 +30,55 @@ import TestSupport
         ConvGeometry(batch: 1, channels: 6, height: 5, width: 5, outChannels: 3, kernel: 1),
         // large enough that the batch is split into several im2col chunks
         ConvGeometry(batch: 6, channels: 64, height: 28, width: 28, outChannels: 8, kernel: 3, stride: 1, padding: 1),
+        // the direct kernel's edges: one input channel, one output, planes narrower than a vector
+        ConvGeometry(batch: 2, channels: 1, height: 6, width: 3, outChannels: 5, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 1, channels: 7, height: 1, width: 1, outChannels: 1, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 3, channels: 6, height: 14, width: 14, outChannels: 7, kernel: 3, stride: 1, padding: 1),
     ])
     func convMatchesNaive(g: ConvGeometry) {
         let x = randomTensor([g.batch, g.channels, g.height, g.width], seed: 4)
         let w = randomTensor([g.outChannels, g.channels, g.kernelHeight, g.kernelWidth], seed: 5)
         let b = randomTensor([g.outChannels], seed: 6)
-        let fast = Tensor(zeros: [g.batch, g.outChannels, g.outHeight, g.outWidth]), slow = fast.copy()
-        conv2dForward(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: fast.pointer)
+        let slow = Tensor(zeros: [g.batch, g.outChannels, g.outHeight, g.outWidth])
         conv2dNaive(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: slow.pointer)
-        #expect(maxAbsDifference(fast, slow) < 1e-3)
+        for algorithm in ConvAlgorithm.allCases where algorithm == .columns || isDirectConv(g) {
+            let fast = Tensor(zeros: slow.shape)
+            conv2dForward(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: fast.pointer, algorithm: algorithm)
+            #expect(maxAbsDifference(fast, slow) < 1e-3, "\(algorithm)")
+        }
     }
 
     /// The convolution's backward pass against the adjoint identity <conv(x), dy> = <x, conv^T(dy)>
-    /// and a weight gradient built from the naive forward pass, at a chunked size.
-    @Test func convBackwardAtChunkedSize() {
-        let g = ConvGeometry(batch: 5, channels: 64, height: 28, width: 28, outChannels: 4, kernel: 3, stride: 1, padding: 1)
-        let x = randomTensor([5, 64, 28, 28], seed: 7), w = randomTensor([4, 64, 3, 3], seed: 8)
-        let dy = randomTensor([5, 4, 28, 28], seed: 9)
+    /// and a weight gradient built from the naive forward pass, by both algorithms: at a chunked
+    /// size, and at odd sizes that leave partial channel blocks.
+    @Test(arguments: [
+        ConvGeometry(batch: 5, channels: 64, height: 28, width: 28, outChannels: 4, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 3, channels: 5, height: 7, width: 9, outChannels: 6, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 9, channels: 2, height: 3, width: 2, outChannels: 1, kernel: 3, stride: 1, padding: 1),
+    ], ConvAlgorithm.allCases)
+    func convBackward(g: ConvGeometry, algorithm: ConvAlgorithm) {
+        let (n, c, o, h, w) = (g.batch, g.channels, g.outChannels, g.height, g.width)
+        let x = randomTensor([n, c, h, w], seed: 7), weight = randomTensor([o, c, 3, 3], seed: 8)
+        let dy = randomTensor([n, o, h, w], seed: 9)
         let y = Tensor(zeros: dy.shape)
-        conv2dNaive(g, x: x.pointer, weight: w.pointer, bias: nil, y: y.pointer)
-        let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: w.shape), db = Tensor(zeros: [4])
-        conv2dBackward(g, x: x.pointer, weight: w.pointer, dy: dy.pointer, dx: dx.pointer, dweight: dw.pointer, dbias: db.pointer)
+        conv2dNaive(g, x: x.pointer, weight: weight.pointer, bias: nil, y: y.pointer)
+        let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: weight.shape), db = Tensor(zeros: [o])
+        conv2dBackward(g, x: x.pointer, weight: weight.pointer, dy: dy.pointer, dx: dx.pointer,
+                       dweight: dw.pointer, dbias: db.pointer, algorithm: algorithm)
         func dot(_ a: Tensor, _ b: Tensor) -> Double { (0..<a.count).reduce(0.0) { $0 + Double(a.pointer[$1]) * Double(b.pointer[$1]) } }
-        let lhs = dot(y, dy), rhs = dot(x, dx), rhsW = dot(w, dw)
+        let lhs = dot(y, dy), rhs = dot(x, dx), rhsW = dot(weight, dw)
         #expect(abs(lhs - rhs) < 1e-4 * abs(lhs) + 1e-2)
         #expect(abs(lhs - rhsW) < 1e-4 * abs(lhs) + 1e-2)  // the conv is linear in w as well
+        // and each weight's gradient alone, against the naive conv with that weight's unit kernel
+        for k in [0, o * c * 9 - 1, (o * c * 9) / 2] {
+            let unit = Tensor(zeros: weight.shape), response = Tensor(zeros: dy.shape)
+            unit.pointer[k] = 1
+            conv2dNaive(g, x: x.pointer, weight: unit.pointer, bias: nil, y: response.pointer)
+            #expect(abs(Double(dw.pointer[k]) - dot(response, dy)) < 1e-3 * (1 + abs(Double(dw.pointer[k]))))
+        }
         var sumDy: Float = 0
-        for n in 0..<5 { for i in 0..<784 { sumDy += dy.pointer[(n * 4 + 2) * 784 + i] } }
-        #expect(abs(db.pointer[2] - sumDy) < 1e-2)
+        for image in 0..<n { for i in 0..<h * w { sumDy += dy.pointer[(image * o + o - 1) * h * w + i] } }
+        #expect(abs(db.pointer[o - 1] - sumDy) < 1e-2)
     }
 
     // head dimensions at or below 32 take the small-head kernel, larger ones BLAS

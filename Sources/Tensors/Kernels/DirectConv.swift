@@ -1,0 +1,244 @@
+import Dispatch
+
+/// 3x3 convolution, stride 1, padding 1, computed directly on zero-bordered planes: the path for
+/// few-channel layers, where im2col's nine-fold column matrix costs more than the product itself.
+///
+/// Every plane (of x, or of dy in the backward pass) is copied into a zero border of one pixel:
+/// H + 2 rows of `pitch` = W + 2 floats. Output pixel (y, x) is numbered q = y pitch + x, and its
+/// tap (i, j) reads the bordered plane at q + i pitch + j, so 8 consecutive outputs take one
+/// unaligned vector load per tap. The columns x = W, W + 1 of each output row are computed and
+/// dropped. A register tile is 4 output channels x 24 outputs: 12 accumulators, 7 loads per 12 FMAs.
+///
+/// The backward pass reuses the forward tile: dx is the convolution of the bordered dy with the
+/// kernel flipped and its channel axes swapped. dW[o, c, i, j] is a dot product over q of dy[o]
+/// and x[c] shifted by the tap, taken for 4 output channels x 3 taps at a time.
+struct BorderedPlanes {
+    let height, width, pitch: Int
+    /// Outputs computed per plane: H pitch rounded up to whole tiles.
+    let outputs: Int
+    /// Floats per bordered plane, with zero slack after it for the reads of the last tile.
+    let stride: Int
+    static let tile = 24
+
+    init(height: Int, width: Int) {
+        self.height = height; self.width = width; pitch = width + 2
+        outputs = (height * pitch + Self.tile - 1) / Self.tile * Self.tile
+        stride = (outputs + 2 * pitch + 2 + 7) / 8 * 8
+    }
+
+    /// The [N, C, H, W] planes of `source` bordered, channel-major: plane (n, c) starts at
+    /// (c N + n) stride, so one channel's planes of consecutive images follow each other, with
+    /// zero slack after the last one for reads that run past it.
+    func border(_ source: UnsafePointer<Float>, images: Int, channels: Int) -> Storage {
+        let result = Storage(uninitializedCount: channels * images * stride + 2 * pitch + 8)
+        let ps = SharedPointer(source), pr = SharedPointer(result.pointer)
+        let (h, w, pitch, stride) = (height, width, pitch, stride)
+        (result.pointer + channels * images * stride).update(repeating: 0, count: 2 * pitch + 8)
+        parallelFor(images * channels, cost: stride) { range in
+            for plane in range {
+                let n = plane / channels, c = plane % channels
+                let dst = pr + (c * images + n) * stride, src = ps + plane * h * w
+                dst.update(repeating: 0, count: stride)
+                for y in 0..<h { (dst + (y + 1) * pitch + 1).update(from: src + y * w, count: w) }
+            }
+        }
+        return result
+    }
+}
+
+@inline(__always)
+private func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+}
+
+/// out[r, q0 ..< q0 + 24] = sum over channels c and taps t of w[c, t, r] planes[c, q0 + offset(t) ...],
+/// for r < 4; `w` is packed [channels, 9, 4].
+@inline(__always)
+private func convolveTile(_ planes: UnsafePointer<Float>, stride: Int, pitch: Int, channels: Int,
+                          _ w: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, outStride: Int) {
+    var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a02 = SIMD8<Float>()
+    var a10 = SIMD8<Float>(), a11 = SIMD8<Float>(), a12 = SIMD8<Float>()
+    var a20 = SIMD8<Float>(), a21 = SIMD8<Float>(), a22 = SIMD8<Float>()
+    var a30 = SIMD8<Float>(), a31 = SIMD8<Float>(), a32 = SIMD8<Float>()
+    var plane = planes, wc = w
+    for _ in 0..<channels {
+        for i in 0..<3 {
+            for j in 0..<3 {
+                let s = plane + i * pitch + j, wt = wc + (i * 3 + j) * 4
+                let x0 = load8(s), x1 = load8(s + 8), x2 = load8(s + 16)
+                let w0 = SIMD8(repeating: wt[0]), w1 = SIMD8(repeating: wt[1])
+                let w2 = SIMD8(repeating: wt[2]), w3 = SIMD8(repeating: wt[3])
+                a00.addProduct(w0, x0); a01.addProduct(w0, x1); a02.addProduct(w0, x2)
+                a10.addProduct(w1, x0); a11.addProduct(w1, x1); a12.addProduct(w1, x2)
+                a20.addProduct(w2, x0); a21.addProduct(w2, x1); a22.addProduct(w2, x2)
+                a30.addProduct(w3, x0); a31.addProduct(w3, x1); a32.addProduct(w3, x2)
+            }
+        }
+        plane += stride
+        wc += 36
+    }
+    store8(a00, out); store8(a01, out + 8); store8(a02, out + 16)
+    store8(a10, out + outStride); store8(a11, out + outStride + 8); store8(a12, out + outStride + 16)
+    store8(a20, out + 2 * outStride); store8(a21, out + 2 * outStride + 8); store8(a22, out + 2 * outStride + 16)
+    store8(a30, out + 3 * outStride); store8(a31, out + 3 * outStride + 8); store8(a32, out + 3 * outStride + 16)
+}
+
+/// Packs w [O, C, 3, 3] as [ceil(O / 4), C, 9, 4], zero past O; `flipped` packs the kernel of the
+/// backward data pass instead, [ceil(C / 4), O, 9, 4] with w[o, c, 2 - i, 2 - j].
+private func packWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int, flipped: Bool) -> Storage {
+    let (rows, inner) = flipped ? (c, o) : (o, c)
+    let blocks = (rows + 3) / 4
+    let packed = Storage(zeros: blocks * inner * 36)
+    for row in 0..<rows {
+        for k in 0..<inner {
+            for t in 0..<9 {
+                let value = flipped ? w[(k * c + row) * 9 + 8 - t] : w[(row * c + k) * 9 + t]
+                packed.pointer[((row / 4 * inner + k) * 9 + t) * 4 + row % 4] = value
+            }
+        }
+    }
+    return packed
+}
+
+/// For each image and block of 4 outputs: convolve the bordered planes of that image, then write
+/// (or add, when `accumulate`) the valid pixels to y [N, outPlanes, H, W], plus bias.
+private func convolvePlanes(_ layout: BorderedPlanes, planes: Storage, channels: Int, batch: Int,
+                            packed: Storage, outPlanes: Int, bias: UnsafePointer<Float>?,
+                            accumulate: Bool, y: UnsafeMutablePointer<Float>) {
+    let blocks = (outPlanes + 3) / 4, pixels = layout.height * layout.width
+    let pp = SharedPointer(planes.pointer), pw = SharedPointer(packed.pointer), py = SharedPointer(y)
+    let pb = bias.map { SharedPointer($0) }
+    parallelFor(batch * blocks, cost: channels * 9 * layout.outputs * 4) { items in
+        let tile = Storage(uninitializedCount: 4 * layout.outputs)
+        let out = tile.pointer
+        for item in items {
+            let n = item / blocks, block = item % blocks
+            let image = pp + n * layout.stride, w = pw + block * channels * 36
+            for q0 in Swift.stride(from: 0, to: layout.outputs, by: BorderedPlanes.tile) {
+                convolveTile(image + q0, stride: batch * layout.stride, pitch: layout.pitch, channels: channels,
+                             w, out + q0, outStride: layout.outputs)
+            }
+            for r in 0..<min(4, outPlanes - block * 4) {
+                let o = block * 4 + r, b = pb?[o] ?? 0
+                let dst = py + (n * outPlanes + o) * pixels
+                for row in 0..<layout.height {
+                    let d = dst + row * layout.width, s = out + r * layout.outputs + row * layout.pitch
+                    if accumulate {
+                        for x in 0..<layout.width { d[x] += s[x] }
+                    } else {
+                        for x in 0..<layout.width { d[x] = s[x] + b }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `directConv2dForward` and `directConv2dBackward` apply: 3x3, stride 1, padding 1.
+public func isDirectConv(_ g: ConvGeometry) -> Bool {
+    g.kernelHeight == 3 && g.kernelWidth == 3 && g.stride == 1
+        && g.padTop == 1 && g.padLeft == 1 && g.padBottom == 1 && g.padRight == 1
+}
+
+/// y = conv(x, weight) + bias, for `isDirectConv` geometries.
+func directConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                         bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
+    let layout = BorderedPlanes(height: g.height, width: g.width)
+    let planes = layout.border(x, images: g.batch, channels: g.channels)
+    let packed = packWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false)
+    convolvePlanes(layout, planes: planes, channels: g.channels, batch: g.batch, packed: packed,
+                   outPlanes: g.outChannels, bias: bias, accumulate: false, y: y)
+}
+
+/// acc[r, j] += sum over planes p < planes and q < count of dy[r][p stride + q] x[p stride + q + j],
+/// for r < 4, j < 3.
+@inline(__always)
+private func correlateRows(_ d0: UnsafePointer<Float>, _ d1: UnsafePointer<Float>, _ d2: UnsafePointer<Float>,
+                           _ d3: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count: Int,
+                           planes: Int, stride: Int, into acc: UnsafeMutablePointer<Float>) {
+    var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a02 = SIMD8<Float>()
+    var a10 = SIMD8<Float>(), a11 = SIMD8<Float>(), a12 = SIMD8<Float>()
+    var a20 = SIMD8<Float>(), a21 = SIMD8<Float>(), a22 = SIMD8<Float>()
+    var a30 = SIMD8<Float>(), a31 = SIMD8<Float>(), a32 = SIMD8<Float>()
+    // 12 accumulators, 3 x vectors and one dy vector at a time: the 16 vector registers exactly
+    for p in 0..<planes {
+        var xq = x + p * stride, q0 = d0 + p * stride, q1 = d1 + p * stride
+        var q2 = d2 + p * stride, q3 = d3 + p * stride
+        for _ in 0..<count / 8 {
+            let x0 = load8(xq), x1 = load8(xq + 1), x2 = load8(xq + 2)
+            var y = load8(q0)
+            a00.addProduct(y, x0); a01.addProduct(y, x1); a02.addProduct(y, x2)
+            y = load8(q1)
+            a10.addProduct(y, x0); a11.addProduct(y, x1); a12.addProduct(y, x2)
+            y = load8(q2)
+            a20.addProduct(y, x0); a21.addProduct(y, x1); a22.addProduct(y, x2)
+            y = load8(q3)
+            a30.addProduct(y, x0); a31.addProduct(y, x1); a32.addProduct(y, x2)
+            xq += 8; q0 += 8; q1 += 8; q2 += 8; q3 += 8
+        }
+    }
+    acc[0] += a00.sum(); acc[1] += a01.sum(); acc[2] += a02.sum()
+    acc[3] += a10.sum(); acc[4] += a11.sum(); acc[5] += a12.sum()
+    acc[6] += a20.sum(); acc[7] += a21.sum(); acc[8] += a22.sum()
+    acc[9] += a30.sum(); acc[10] += a31.sum(); acc[11] += a32.sum()
+}
+
+/// Adds dL/dx (when dx is non-nil), dL/dweight and dL/dbias, for `isDirectConv` geometries.
+func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                          dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
+                          dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
+    let layout = BorderedPlanes(height: g.height, width: g.width)
+    let (n, c, o) = (g.batch, g.channels, g.outChannels)
+    let dyPlanes = layout.border(dy, images: n, channels: o)
+    if let dx {
+        let packed = packWeights(weight, outChannels: o, channels: c, flipped: true)
+        convolvePlanes(layout, planes: dyPlanes, channels: o, batch: n, packed: packed,
+                       outPlanes: c, bias: nil, accumulate: true, y: dx)
+    }
+    if let dbias {
+        for k in 0..<o {
+            for image in 0..<n { dbias[k] += sum(dy + (image * o + k) * g.outPixels, count: g.outPixels) }
+        }
+    }
+    guard let dweight else { return }
+    // Workers own disjoint images and sum dW [O rounded to 4, C, 3, 3] privately. Bordered dy is
+    // zero wherever it is not a pixel, so the dot products run over whole rows of q; a chunk of
+    // images at a time keeps 4 channels of dy in L1.
+    let xPlanes = layout.border(x, images: n, channels: c)
+    let blocks = (o + 3) / 4, wsize = blocks * 4 * c * 9
+    let workers = min(kernelThreads, n), chunk = max(1, 1024 / layout.stride)
+    let partials = Storage(zeros: workers * wsize + chunk * layout.stride + 2 * layout.pitch + 8)
+    let zeros = SharedPointer(partials.pointer + workers * wsize)
+    let pdy = SharedPointer(dyPlanes.pointer), px = SharedPointer(xPlanes.pointer)
+    let pparts = SharedPointer(partials.pointer)
+    let (shift, stride, pitch) = (layout.pitch + 1, layout.stride, layout.pitch)
+    let count = (g.height * pitch + 7) / 8 * 8
+    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        let dw = pparts + worker * wsize
+        let acc = UnsafeMutablePointer<Float>.allocate(capacity: 12)
+        defer { acc.deallocate() }
+        let images = n * worker / workers ..< n * (worker + 1) / workers
+        for first in Swift.stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
+            let planes = min(chunk, images.upperBound - first)
+            for block in 0..<blocks {
+                func plane(_ r: Int) -> UnsafePointer<Float> {
+                    let k = block * 4 + r
+                    return UnsafePointer(k < o ? pdy + (k * n + first) * stride + shift : zeros.base)
+                }
+                let (d0, d1, d2, d3) = (plane(0), plane(1), plane(2), plane(3))
+                for k in 0..<c {
+                    let xk = px + (k * n + first) * stride
+                    for i in 0..<3 {
+                        acc.update(repeating: 0, count: 12)
+                        correlateRows(d0, d1, d2, d3, xk + i * pitch, count: count, planes: planes, stride: stride, into: acc)
+                        for r in 0..<4 {
+                            let base = dw + (((block * 4 + r) * c + k) * 3 + i) * 3
+                            for j in 0..<3 { base[j] += acc[r * 3 + j] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for worker in 0..<workers { accumulate(dweight, partials.pointer + worker * wsize, count: o * c * 9) }
+}
