@@ -136,9 +136,10 @@ public func attentionNaive(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
 // MARK: - Small heads
 
 /// Attention for head dimensions too small for BLAS to pay (the fmnist preset's heads are 8 wide):
-/// one (batch, head) pair per task, split across cores. K and V are transposed into [d, L]
-/// scratch so that every inner loop runs over L contiguous floats: a row of scores is
-/// sum_e q[i, e] K^T[e, :], and an output element is dot(P[i, :], V^T[e, :]).
+/// one (batch, head) pair per task, split across cores. K (scaled by 1/sqrt(d)) and V are
+/// transposed into [d, L] scratch so that every inner loop runs over L contiguous floats, and
+/// query rows go two at a time so that each vector of K^T or V^T loaded serves both: a row of
+/// scores is sum_e q[i, e] K^T[e, :], an output element dot(P[i, :], V^T[e, :]).
 func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                                probabilities: UnsafeMutablePointer<Float>?) {
@@ -146,39 +147,92 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v)
     let po = SharedPointer(out), pp = probabilities.map { SharedPointer($0) }
     parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
-        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l + l), vt = kt + d * l, rowScratch = vt + d * l
+        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l + 2 * l + 2 * d)
         defer { kt.deallocate() }
+        let vt = kt + d * l, scratch = vt + d * l, dump = scratch + 2 * l
         for pair in pairs {
             let off = pair / g.heads * l * w + pair % g.heads * d
-            transposeHead(pk + off, rows: l, width: w, headDim: d, into: kt)
+            transposeHead(pk + off, rows: l, width: w, headDim: d, scale: scale, into: kt)
             transposeHead(pv + off, rows: l, width: w, headDim: d, into: vt)
-            for i in 0..<l {
-                let row = pp.map { $0 + (pair * l + i) * l } ?? rowScratch, qi = pq + off + i * w
-                scoreRow(qi, kt, length: l, headDim: d, scale: scale, into: row)
-                softmaxRow(row, l)
-                let o = po + off + i * w
-                if d % 8 == 0 {
-                    // O[i, :] = sum_j P[i, j] V[j, :], eight output columns per register
-                    // (four accumulators: one FMA chain would wait on its latency)
-                    for e in stride(from: 0, to: d, by: 8) {
-                        let ve = pv + off + e
-                        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-                        var j = 0
-                        while j + 4 <= l {
-                            a0.addProduct(SIMD8(repeating: row[j]), load8(ve + j * w))
-                            a1.addProduct(SIMD8(repeating: row[j + 1]), load8(ve + (j + 1) * w))
-                            a2.addProduct(SIMD8(repeating: row[j + 2]), load8(ve + (j + 2) * w))
-                            a3.addProduct(SIMD8(repeating: row[j + 3]), load8(ve + (j + 3) * w))
-                            j += 4
-                        }
-                        while j < l { a0.addProduct(SIMD8(repeating: row[j]), load8(ve + j * w)); j += 1 }
-                        UnsafeMutableRawPointer(o + e).storeBytes(of: (a0 + a1) + (a2 + a3), as: SIMD8<Float>.self)
-                    }
-                } else {
-                    for e in 0..<d { o[e] = dot(row, vt + e * l, count: l) }
-                }
+            for i in stride(from: 0, to: l, by: 2) {
+                // an odd last row goes twice, its copy's results to scratch
+                let i1 = min(i + 1, l - 1), twin = i1 == i
+                let row0 = pp.map { $0 + (pair * l + i) * l } ?? scratch
+                let row1 = twin ? scratch + l : pp.map { $0 + (pair * l + i1) * l } ?? scratch + l
+                scoreRows(pq + off + i * w, pq + off + i1 * w, kt, length: l, headDim: d, into: row0, row1)
+                softmaxRow(row0, l)
+                softmaxRow(row1, l)
+                weightedRows(row0, row1, vt, length: l, headDim: d, into: po + off + i * w, twin ? dump : po + off + i1 * w)
             }
         }
+    }
+}
+
+/// Two rows of scores: rowN[j] = sum_e qN[e] K^T[e, j], 32 keys x 2 rows in eight registers.
+@inline(__always)
+func scoreRows(_ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, _ kt: UnsafePointer<Float>,
+               length l: Int, headDim d: Int, into row0: UnsafeMutablePointer<Float>, _ row1: UnsafeMutablePointer<Float>) {
+    var j = 0
+    while j + 32 <= l {
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+        for e in 0..<d {
+            let k = kt + e * l + j, x = SIMD8(repeating: q0[e]), y = SIMD8(repeating: q1[e])
+            let k0 = load8(k), k1 = load8(k + 8), k2 = load8(k + 16), k3 = load8(k + 24)
+            a0.addProduct(x, k0); a1.addProduct(x, k1); a2.addProduct(x, k2); a3.addProduct(x, k3)
+            b0.addProduct(y, k0); b1.addProduct(y, k1); b2.addProduct(y, k2); b3.addProduct(y, k3)
+        }
+        store8(a0, row0 + j); store8(a1, row0 + j + 8); store8(a2, row0 + j + 16); store8(a3, row0 + j + 24)
+        store8(b0, row1 + j); store8(b1, row1 + j + 8); store8(b2, row1 + j + 16); store8(b3, row1 + j + 24)
+        j += 32
+    }
+    while j + 8 <= l {
+        var a = SIMD8<Float>(), b = SIMD8<Float>()
+        for e in 0..<d {
+            let k = load8(kt + e * l + j)
+            a.addProduct(SIMD8(repeating: q0[e]), k); b.addProduct(SIMD8(repeating: q1[e]), k)
+        }
+        store8(a, row0 + j); store8(b, row1 + j)
+        j += 8
+    }
+    while j < l {
+        var a: Float = 0, b: Float = 0
+        for e in 0..<d { a += q0[e] * kt[e * l + j]; b += q1[e] * kt[e * l + j] }
+        row0[j] = a; row1[j] = b
+        j += 1
+    }
+}
+
+/// Two rows of outputs: outN[e] = dot(rowN, V^T[e, :]), four columns x 2 rows at a time.
+@inline(__always)
+func weightedRows(_ p0: UnsafePointer<Float>, _ p1: UnsafePointer<Float>, _ vt: UnsafePointer<Float>,
+                  length l: Int, headDim d: Int, into out0: UnsafeMutablePointer<Float>, _ out1: UnsafeMutablePointer<Float>) {
+    let whole = l / 8 * 8
+    var e = 0
+    while e + 4 <= d {
+        let v0 = vt + e * l, v1 = v0 + l, v2 = v1 + l, v3 = v2 + l
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+        for j in stride(from: 0, to: whole, by: 8) {
+            let x = load8(p0 + j), y = load8(p1 + j)
+            var t = load8(v0 + j); a0.addProduct(x, t); b0.addProduct(y, t)
+            t = load8(v1 + j); a1.addProduct(x, t); b1.addProduct(y, t)
+            t = load8(v2 + j); a2.addProduct(x, t); b2.addProduct(y, t)
+            t = load8(v3 + j); a3.addProduct(x, t); b3.addProduct(y, t)
+        }
+        var s0 = a0.sum(), s1 = a1.sum(), s2 = a2.sum(), s3 = a3.sum()
+        var t0 = b0.sum(), t1 = b1.sum(), t2 = b2.sum(), t3 = b3.sum()
+        for j in whole..<l {
+            s0 += p0[j] * v0[j]; s1 += p0[j] * v1[j]; s2 += p0[j] * v2[j]; s3 += p0[j] * v3[j]
+            t0 += p1[j] * v0[j]; t1 += p1[j] * v1[j]; t2 += p1[j] * v2[j]; t3 += p1[j] * v3[j]
+        }
+        out0[e] = s0; out0[e + 1] = s1; out0[e + 2] = s2; out0[e + 3] = s3
+        out1[e] = t0; out1[e + 1] = t1; out1[e + 2] = t2; out1[e + 3] = t3
+        e += 4
+    }
+    while e < d {
+        out0[e] = dot(p0, vt + e * l, count: l); out1[e] = dot(p1, vt + e * l, count: l)
+        e += 1
     }
 }
 
@@ -230,41 +284,10 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
     }
 }
 
-/// row[j] = scale sum_e q[e] K^T[e, j]: 32 scores held in four registers across the head dimension,
-/// so each is stored once.
+/// One head's [L, d] slice of a [L, w] matrix, transposed into [d, L] and multiplied by `scale`.
 @inline(__always)
-func scoreRow(_ q: UnsafePointer<Float>, _ kt: UnsafePointer<Float>, length l: Int, headDim d: Int, scale: Float,
-              into row: UnsafeMutablePointer<Float>) {
-    var j = 0
-    while j + 32 <= l {
-        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-        for e in 0..<d {
-            let qe = SIMD8<Float>(repeating: q[e] * scale), k = kt + e * l + j
-            a0.addProduct(qe, load8(k)); a1.addProduct(qe, load8(k + 8))
-            a2.addProduct(qe, load8(k + 16)); a3.addProduct(qe, load8(k + 24))
-        }
-        let r = UnsafeMutableRawPointer(row + j)
-        r.storeBytes(of: a0, as: SIMD8<Float>.self); r.storeBytes(of: a1, toByteOffset: 32, as: SIMD8<Float>.self)
-        r.storeBytes(of: a2, toByteOffset: 64, as: SIMD8<Float>.self); r.storeBytes(of: a3, toByteOffset: 96, as: SIMD8<Float>.self)
-        j += 32
-    }
-    while j + 8 <= l {
-        var a = SIMD8<Float>()
-        for e in 0..<d { a.addProduct(SIMD8(repeating: q[e] * scale), load8(kt + e * l + j)) }
-        UnsafeMutableRawPointer(row + j).storeBytes(of: a, as: SIMD8<Float>.self)
-        j += 8
-    }
-    while j < l {
-        var a: Float = 0
-        for e in 0..<d { a += q[e] * kt[e * l + j] }
-        row[j] = a * scale
-        j += 1
-    }
+func transposeHead(_ x: UnsafeMutablePointer<Float>, rows l: Int, width w: Int, headDim d: Int, scale: Float = 1,
+                   into t: UnsafeMutablePointer<Float>) {
+    for j in 0..<l { for e in 0..<d { t[e * l + j] = x[j * w + e] * scale } }
 }
 
-/// One head's [L, d] slice of a [L, w] matrix, transposed into [d, L].
-@inline(__always)
-func transposeHead(_ x: UnsafeMutablePointer<Float>, rows l: Int, width w: Int, headDim d: Int,
-                   into t: UnsafeMutablePointer<Float>) {
-    for j in 0..<l { for e in 0..<d { t[e * l + j] = x[j * w + e] } }
-}

@@ -4,10 +4,11 @@ import Dispatch
 /// few-channel layers, where im2col's nine-fold column matrix costs more than the product itself.
 ///
 /// Every plane (of x, or of dy in the backward pass) is copied into a zero border of one pixel:
-/// H + 2 rows of `pitch` = W + 2 floats. Output pixel (y, x) is numbered q = y pitch + x, and its
-/// tap (i, j) reads the bordered plane at q + i pitch + j, so 8 consecutive outputs take one
-/// unaligned vector load per tap. The columns x = W, W + 1 of each output row are computed and
-/// dropped. A register tile is 4 output channels x 24 outputs: 12 accumulators, 7 loads per 12 FMAs.
+/// H + 2 rows of `pitch` = W + 1 floats, pixel (y, x) at (y + 1) pitch + x + 1, so that the zero
+/// at the start of each row is both its left border and the previous row's right border. Output
+/// pixel (y, x) is numbered q = y pitch + x, and its tap (i, j) reads the bordered plane at
+/// q + i pitch + j, so 8 consecutive outputs take one unaligned vector load per tap. The column
+/// x = W of each output row is computed and dropped. A register tile is 4 output channels x 24 outputs: 12 accumulators, 7 loads per 12 FMAs.
 ///
 /// The backward pass reuses the forward tile: dx is the convolution of the bordered dy with the
 /// kernel flipped and its channel axes swapped. dW[o, c, i, j] is a dot product over q of dy[o]
@@ -21,7 +22,7 @@ struct BorderedPlanes {
     static let tile = 24
 
     init(height: Int, width: Int) {
-        self.height = height; self.width = width; pitch = width + 2
+        self.height = height; self.width = width; pitch = width + 1
         outputs = (height * pitch + Self.tile - 1) / Self.tile * Self.tile
         stride = (outputs + 2 * pitch + 2 + 7) / 8 * 8
     }
@@ -46,10 +47,6 @@ struct BorderedPlanes {
     }
 }
 
-@inline(__always)
-private func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-}
 
 /// out[r, q0 ..< q0 + 24] = sum over channels c and taps t of w[c, t, r] planes[c, q0 + offset(t) ...],
 /// for r < 4; `w` is packed [channels, 9, 4].

@@ -5,6 +5,9 @@
 @inlinable @inline(__always)
 func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
 
+@inlinable @inline(__always)
+func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) }
+
 /// x[0] + ... + x[n-1].
 @inlinable
 public func sum(_ x: UnsafePointer<Float>, count n: Int) -> Float {
