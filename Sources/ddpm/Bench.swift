@@ -4,6 +4,10 @@ import Foundation
 import Layers
 import Tensors
 
+enum KernelFamily: String, ExpressibleByArgument, CaseIterable {
+    case sgemm, conv, attention
+}
+
 /// Speed: a preset U-Net's training steps and gradient-free forward passes, or the kernels alone.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,7 +19,8 @@ struct Bench: ParsableCommand {
             of the machine's peak, and the peak memory (max RSS) of training.
             """)
 
-    @Flag(help: "Benchmark the kernels (sgemm, conv2d forward and backward).") var ops = false
+    @Flag(help: "Benchmark the kernels (sgemm, conv2d forward and backward, attention).") var ops = false
+    @Option(help: "With --ops, only this family: sgemm, conv or attention.") var only: KernelFamily?
     @Option(help: "Benchmark this preset's U-Net: tiny, fmnist or cifar10.") var preset: UNetConfig.Preset?
     @Option(help: "Batch size.") var batchSize = 64
     @Option(help: "Timed training steps (forward passes: twice as many).") var steps = 5
@@ -26,6 +31,7 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         guard ops != (preset != nil) else { throw ValidationError("say what to benchmark: --ops or --preset NAME") }
+        guard only == nil || ops else { throw ValidationError("--only goes with --ops") }
         guard batchSize >= 1, steps >= 1 else { throw ValidationError("--batch-size and --steps must be at least 1") }
     }
 
@@ -134,12 +140,13 @@ struct Bench: ParsableCommand {
     func runOps() {
         print("kernel benchmarks, \(kernelThreads) threads, peak \(Int(peak)) GFLOP/s; each the best of several runs; * marks the convolution algorithm in use")
         print("shape".padding(toLength: 44, withPad: " ", startingAt: 0) + "   ms   GFLOP/s  peak   vs sgemm")
-        for n in [512, 2048] {
+        func wanted(_ family: KernelFamily) -> Bool { only == nil || only == family }
+        for n in [512, 2048] where wanted(.sgemm) {
             let a = Tensor(shape: [n, n], repeating: 0.5), c = Tensor(zeros: [n, n])
             let t = bestTime { parallelGemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: a.pointer, ldb: n, c: c.pointer, ldc: n) }
             report("sgemm \(n)^3", seconds: t, flops: 2 * Double(n * n * n), reference: nil)
         }
-        for (channels, size) in [(32, 28), (64, 14), (128, 7), (64, 28), (128, 14)] {
+        for (channels, size) in [(32, 28), (64, 14), (128, 7), (64, 28), (128, 14)] where wanted(.conv) {
             let g = ConvGeometry(batch: batchSize, channels: channels, height: size, width: size,
                                  outChannels: channels, kernel: 3, stride: 1, padding: 1)
             // the convolution's own product alone, as the yardstick
@@ -167,7 +174,7 @@ struct Bench: ParsableCommand {
                 report("\(name) bwd \(algorithm)\(mark(true))", seconds: tb, flops: 2 * g.flops, reference: 2 * tg)
             }
         }
-        benchAttention()
+        if wanted(.attention) { benchAttention() }
     }
 
     /// Attention at the presets' shapes: fmnist's 14x14 (8 heads of 8) and 7x7 (16 of 8), cifar10's 16x16 (1 of 256).

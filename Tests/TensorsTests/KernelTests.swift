@@ -1,5 +1,5 @@
 import Testing
-import Tensors
+@testable import Tensors
 import TestSupport
 
 /// Fast kernels against their naive twins.
@@ -91,6 +91,33 @@ import TestSupport
         let slow = Tensor(zeros: q.shape)
         attentionNaive(g, q: q.pointer, k: k.pointer, v: v.pointer, out: slow.pointer)
         #expect(maxAbsDifference(fast, slow) < 1e-5)
+    }
+
+    /// The small-head kernels against the BLAS path, at lengths that reach their vector loops and
+    /// ragged tails; gradients accumulate onto what dq, dk, dv held.
+    @Test(arguments: [(2, 49, 8), (1, 37, 5), (3, 20, 16), (2, 9, 8), (1, 6, 4)])
+    func smallHeadAttentionMatchesBLAS(shape: (heads: Int, length: Int, headDim: Int)) {
+        let g = AttentionGeometry(batch: 2, length: shape.length, heads: shape.heads, headDim: shape.headDim)
+        let q = randomTensor([2, g.length, shape.heads * shape.headDim], seed: 30)
+        let k = randomTensor(q.shape, seed: 31), v = randomTensor(q.shape, seed: 32), dout = randomTensor(q.shape, seed: 33)
+        var results: [[Tensor]] = []
+        for small in [true, false] {
+            let out = Tensor(zeros: q.shape), p = Tensor(zeros: [2, shape.heads, g.length, g.length])
+            let dq = randomTensor(q.shape, seed: 34), dk = randomTensor(q.shape, seed: 35), dv = randomTensor(q.shape, seed: 36)
+            if small {
+                smallHeadAttentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: p.pointer)
+                smallHeadAttentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer,
+                                           dout: dout.pointer, dq: dq.pointer, dk: dk.pointer, dv: dv.pointer)
+            } else {
+                blasAttentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: p.pointer)
+                blasAttentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer,
+                                      dout: dout.pointer, dq: dq.pointer, dk: dk.pointer, dv: dv.pointer)
+            }
+            results.append([out, p, dq, dk, dv])
+        }
+        for (fast, reference) in zip(results[0], results[1]) {
+            #expect(maxAbsDifference(fast, reference) < 2e-5)
+        }
     }
 
     @Test func fastExpAccuracy() {

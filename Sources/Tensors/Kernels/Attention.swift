@@ -61,6 +61,13 @@ public func attentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k:
     if g.headDim <= smallHeadLimit {
         return smallHeadAttentionForward(g, q: q, k: k, v: v, out: out, probabilities: probabilities)
     }
+    blasAttentionForward(g, q: q, k: k, v: v, out: out, probabilities: probabilities)
+}
+
+/// One sgemm per product and (batch, head).
+func blasAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                          v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                          probabilities: UnsafeMutablePointer<Float>?) {
     let (l, w, d) = (g.length, g.width, g.headDim)
     let scratch = probabilities == nil ? Storage(uninitializedCount: g.batch * g.heads * l * l) : nil
     let pp = SharedPointer(probabilities ?? scratch!.pointer)
@@ -83,6 +90,13 @@ public func attentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k
     if g.headDim <= smallHeadLimit {
         return smallHeadAttentionBackward(g, q: q, k: k, v: v, probabilities: probabilities, dout: dout, dq: dq, dk: dk, dv: dv)
     }
+    blasAttentionBackward(g, q: q, k: k, v: v, probabilities: probabilities, dout: dout, dq: dq, dk: dk, dv: dv)
+}
+
+func blasAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                           v: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                           dout: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
+                           dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
     let (l, w, d) = (g.length, g.width, g.headDim)
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), pp = SharedPointer(probabilities)
     let pdo = SharedPointer(dout), pdq = SharedPointer(dq), pdk = SharedPointer(dk), pdv = SharedPointer(dv)
@@ -186,7 +200,9 @@ func scoreRows(_ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, _ kt: Uns
         store8(b0, row1 + j); store8(b1, row1 + j + 8); store8(b2, row1 + j + 16); store8(b3, row1 + j + 24)
         j += 32
     }
-    while j + 8 <= l {
+    // then blocks of 8, the last one overlapping the one before when l is not a multiple of 8
+    while j < l, l >= 8 {
+        j = min(j, l - 8)
         var a = SIMD8<Float>(), b = SIMD8<Float>()
         for e in 0..<d {
             let k = load8(kt + e * l + j)
@@ -208,8 +224,10 @@ func scoreRows(_ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, _ kt: Uns
 func weightedRows(_ p0: UnsafePointer<Float>, _ p1: UnsafePointer<Float>, _ vt: UnsafePointer<Float>,
                   length l: Int, headDim d: Int, into out0: UnsafeMutablePointer<Float>, _ out1: UnsafeMutablePointer<Float>) {
     let whole = l / 8 * 8
+    var tailMask = SIMD8<Float>()
+    for lane in 0..<8 where lane >= 8 - (l - whole) { tailMask[lane] = 1 }
     var e = 0
-    while e + 4 <= d {
+    while e + 4 <= d, l >= 8 {
         let v0 = vt + e * l, v1 = v0 + l, v2 = v1 + l, v3 = v2 + l
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
         var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
@@ -220,14 +238,17 @@ func weightedRows(_ p0: UnsafePointer<Float>, _ p1: UnsafePointer<Float>, _ vt: 
             t = load8(v2 + j); a2.addProduct(x, t); b2.addProduct(y, t)
             t = load8(v3 + j); a3.addProduct(x, t); b3.addProduct(y, t)
         }
-        var s0 = a0.sum(), s1 = a1.sum(), s2 = a2.sum(), s3 = a3.sum()
-        var t0 = b0.sum(), t1 = b1.sum(), t2 = b2.sum(), t3 = b3.sum()
-        for j in whole..<l {
-            s0 += p0[j] * v0[j]; s1 += p0[j] * v1[j]; s2 += p0[j] * v2[j]; s3 += p0[j] * v3[j]
-            t0 += p1[j] * v0[j]; t1 += p1[j] * v1[j]; t2 += p1[j] * v2[j]; t3 += p1[j] * v3[j]
+        if whole < l {
+            // the last 8 columns, their first lanes (already summed) masked out of the row
+            let j = l - 8
+            let x = load8(p0 + j) * tailMask, y = load8(p1 + j) * tailMask
+            var t = load8(v0 + j); a0.addProduct(x, t); b0.addProduct(y, t)
+            t = load8(v1 + j); a1.addProduct(x, t); b1.addProduct(y, t)
+            t = load8(v2 + j); a2.addProduct(x, t); b2.addProduct(y, t)
+            t = load8(v3 + j); a3.addProduct(x, t); b3.addProduct(y, t)
         }
-        out0[e] = s0; out0[e + 1] = s1; out0[e + 2] = s2; out0[e + 3] = s3
-        out1[e] = t0; out1[e + 1] = t1; out1[e + 2] = t2; out1[e + 3] = t3
+        out0[e] = a0.sum(); out0[e + 1] = a1.sum(); out0[e + 2] = a2.sum(); out0[e + 3] = a3.sum()
+        out1[e] = b0.sum(); out1[e + 1] = b1.sum(); out1[e + 2] = b2.sum(); out1[e + 3] = b3.sum()
         e += 4
     }
     while e < d {
@@ -236,9 +257,11 @@ func weightedRows(_ p0: UnsafePointer<Float>, _ p1: UnsafePointer<Float>, _ vt: 
     }
 }
 
-/// The backward pass of `smallHeadAttentionForward`, per (batch, head):
-/// dV^T[e, :] += sum_i dO[i, e] P[i, :]; dP[i, :] = sum_e dO[i, e] V^T[e, :];
-/// dS = P (dP - dot(P, dP)); dQ[i, e] += s dot(dS[i, :], K^T[e, :]); dK^T[e, :] += s sum_i Q[i, e] dS[i, :].
+/// The backward pass of `smallHeadAttentionForward`, per (batch, head), in two sweeps.
+/// Over pairs of query rows: dP[i, :] = sum_e dO[i, e] V^T[e, :] (as scores are made),
+/// dS = P (dP - dot(P, dP)) kept for the head, and dQ[i, e] += dot(dS[i, :], s K^T[e, :]) (as outputs
+/// are). Then over the whole head: dV^T = dO^T P and dK^T = s Q^T dS, register-blocked sums of outer
+/// products, added into dV and dK. Nothing is read and written back per row.
 func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                 v: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
                                 dout: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
@@ -247,47 +270,97 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), pp = SharedPointer(probabilities)
     let pdo = SharedPointer(dout), pdq = SharedPointer(dq), pdk = SharedPointer(dk), pdv = SharedPointer(dv)
     parallelFor(g.batch * g.heads, cost: 8 * l * l * d) { pairs in
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 4 * d * l + l)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * d * l + l * l + 4 * d)
         defer { scratch.deallocate() }
-        let kt = scratch, vt = kt + d * l, dkt = vt + d * l, dvt = dkt + d * l, ds = dvt + d * l
+        let kt = scratch, vt = kt + d * l, t = vt + d * l, ds = t + d * l, rows = ds + l * l
         for pair in pairs {
-            let off = pair / g.heads * l * w + pair % g.heads * d
-            transposeHead(pk + off, rows: l, width: w, headDim: d, into: kt)
+            let off = pair / g.heads * l * w + pair % g.heads * d, p = pp + pair * l * l
+            transposeHead(pk + off, rows: l, width: w, headDim: d, scale: scale, into: kt)
             transposeHead(pv + off, rows: l, width: w, headDim: d, into: vt)
-            dkt.update(repeating: 0, count: 2 * d * l)  // dkt and dvt
-            for i in 0..<l {
-                let p = pp + (pair * l + i) * l, doi = pdo + off + i * w, qi = pq + off + i * w
-                // dV^T and dP
-                let g0 = doi[0]
-                for j in 0..<l { ds[j] = g0 * vt[j] }
-                for e in 0..<d {
-                    let ge = doi[e], dve = dvt + e * l
-                    for j in 0..<l { dve[j] += ge * p[j] }
-                    if e > 0 { let ve = vt + e * l; for j in 0..<l { ds[j] += ge * ve[j] } }
-                }
-                // dS = P (dP - dot(P, dP))
-                let pdp = dot(p, ds, count: l)
-                for j in 0..<l { ds[j] = p[j] * (ds[j] - pdp) }
-                // dQ and dK^T
-                let dqi = pdq + off + i * w
-                for e in 0..<d {
-                    dqi[e] += scale * dot(ds, kt + e * l, count: l)
-                    let qe = scale * qi[e], dke = dkt + e * l
-                    for j in 0..<l { dke[j] += qe * ds[j] }
-                }
+            for i in stride(from: 0, to: l, by: 2) {
+                let i1 = min(i + 1, l - 1)  // an odd last row goes twice
+                let ds0 = ds + i * l, ds1 = ds + i1 * l
+                scoreRows(pdo + off + i * w, pdo + off + i1 * w, vt, length: l, headDim: d, into: ds0, ds1)
+                softmaxBackwardRow(p + i * l, ds0, l)
+                if i1 != i { softmaxBackwardRow(p + i1 * l, ds1, l) }
+                weightedRows(ds0, ds1, kt, length: l, headDim: d, into: rows, rows + d)
+                let dq0 = pdq + off + i * w
+                for e in 0..<d { dq0[e] += rows[e] }
+                if i1 != i { let dq1 = pdq + off + i1 * w; for e in 0..<d { dq1[e] += rows[d + e] } }
             }
-            for j in 0..<l {
-                let dkj = pdk + off + j * w, dvj = pdv + off + j * w
-                for e in 0..<d { dkj[e] += dkt[e * l + j]; dvj[e] += dvt[e * l + j] }
+            outerProductSum(pdo + off, stride: w, p, stride: l, rows: l, headDim: d, length: l, scale: 1, into: t)
+            addTransposedHead(t, rows: l, width: w, headDim: d, into: pdv + off)
+            outerProductSum(pq + off, stride: w, ds, stride: l, rows: l, headDim: d, length: l, scale: scale, into: t)
+            addTransposedHead(t, rows: l, width: w, headDim: d, into: pdk + off)
+        }
+    }
+}
+
+/// g = y (g - dot(y, g)) in place: softmax backward for one row, from its output y.
+@inline(__always)
+func softmaxBackwardRow(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ n: Int) {
+    let yg = dot(y, g, count: n)
+    for j in 0..<n { g[j] = y[j] * (g[j] - yg) }
+}
+
+/// t[e, j] = scale sum_i a[i, e] b[i, j] for e < d, j < l: a is [rows, d] at row stride `sa`, b is
+/// [rows, l] at `sb`, t is [d, l]. Blocks of 4 x 16 accumulate in eight registers over all rows,
+/// each step 6 loads for 8 FMAs; a last partial block of columns overlaps the one before.
+@inline(__always)
+func outerProductSum(_ a: UnsafePointer<Float>, stride sa: Int, _ b: UnsafePointer<Float>, stride sb: Int,
+                     rows: Int, headDim d: Int, length l: Int, scale: Float, into t: UnsafeMutablePointer<Float>) {
+    let s = SIMD8<Float>(repeating: scale)
+    var e = 0
+    while e + 4 <= d, l >= 16 {
+        var j = 0
+        while j < l {
+            let jj = min(j, l - 16)
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+            for i in 0..<rows {
+                let ar = a + (i &* sa &+ e), br = b + (i &* sb &+ jj)
+                let x = load8(br), y = load8(br + 8)
+                var c = SIMD8(repeating: ar[0]); a0.addProduct(c, x); b0.addProduct(c, y)
+                c = SIMD8(repeating: ar[1]); a1.addProduct(c, x); b1.addProduct(c, y)
+                c = SIMD8(repeating: ar[2]); a2.addProduct(c, x); b2.addProduct(c, y)
+                c = SIMD8(repeating: ar[3]); a3.addProduct(c, x); b3.addProduct(c, y)
             }
+            let tr = t + e * l + jj
+            store8(a0 * s, tr); store8(b0 * s, tr + 8)
+            store8(a1 * s, tr + l); store8(b1 * s, tr + l + 8)
+            store8(a2 * s, tr + 2 * l); store8(b2 * s, tr + 2 * l + 8)
+            store8(a3 * s, tr + 3 * l); store8(b3 * s, tr + 3 * l + 8)
+            j += 16
+        }
+        e += 4
+    }
+    // rows of t left over (d not a multiple of 4, or l under 16)
+    for e in e..<d {
+        let te = t + e * l
+        te.update(repeating: 0, count: l)
+        for i in 0..<rows {
+            let c = scale * a[i * sa + e], br = b + i * sb
+            for j in 0..<l { te[j] += c * br[j] }
         }
     }
 }
 
 /// One head's [L, d] slice of a [L, w] matrix, transposed into [d, L] and multiplied by `scale`.
 @inline(__always)
-func transposeHead(_ x: UnsafeMutablePointer<Float>, rows l: Int, width w: Int, headDim d: Int, scale: Float = 1,
+func transposeHead(_ x: UnsafePointer<Float>, rows l: Int, width w: Int, headDim d: Int, scale: Float = 1,
                    into t: UnsafeMutablePointer<Float>) {
-    for j in 0..<l { for e in 0..<d { t[e * l + j] = x[j * w + e] * scale } }
+    for j in 0..<l {
+        let xj = x + j &* w
+        for e in 0..<d { t[e &* l &+ j] = xj[e] * scale }
+    }
 }
 
+/// x[j, e] += t[e, j] for one head's [L, d] slice of a [L, w] matrix.
+@inline(__always)
+func addTransposedHead(_ t: UnsafePointer<Float>, rows l: Int, width w: Int, headDim d: Int,
+                       into x: UnsafeMutablePointer<Float>) {
+    for j in 0..<l {
+        let xj = x + j &* w
+        for e in 0..<d { xj[e] += t[e &* l &+ j] }
+    }
+}
