@@ -34,6 +34,8 @@ import TestSupport
         ConvGeometry(batch: 2, channels: 1, height: 6, width: 3, outChannels: 5, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 1, channels: 7, height: 1, width: 1, outChannels: 1, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 3, channels: 6, height: 14, width: 14, outChannels: 7, kernel: 3, stride: 1, padding: 1),
+        // small planes of 8 images side by side, the last group partial
+        ConvGeometry(batch: 11, channels: 5, height: 7, width: 7, outChannels: 6, kernel: 3, stride: 1, padding: 1),
     ])
     func convMatchesNaive(g: ConvGeometry) {
         let x = randomTensor([g.batch, g.channels, g.height, g.width], seed: 4)
@@ -55,6 +57,7 @@ import TestSupport
         ConvGeometry(batch: 5, channels: 64, height: 28, width: 28, outChannels: 4, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 3, channels: 5, height: 7, width: 9, outChannels: 6, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 9, channels: 2, height: 3, width: 2, outChannels: 1, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 10, channels: 3, height: 7, width: 7, outChannels: 5, kernel: 3, stride: 1, padding: 1),
     ], ConvAlgorithm.allCases)
     func convBackward(g: ConvGeometry, algorithm: ConvAlgorithm) {
         let (n, c, o, h, w) = (g.batch, g.channels, g.outChannels, g.height, g.width)

@@ -139,11 +139,10 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     case columns, direct
 
     /// Whichever measured faster (`ddpm bench --ops`, and in the fmnist U-Net by `--profile`). The
-    /// direct kernel wins by 10-60% at 14x14 and 28x28, most at few channels. On 7x7 planes its
-    /// tiles are one third border: the forward pass still gains (fmnist's 7x7 layers 20% faster
-    /// in the model), the backward pass ties with im2col, which stays.
+    /// direct kernel wins by 10-60% at 14x14 and 28x28, most at few channels; at 7x7, with 8 images
+    /// side by side in each vector, by 20% forward and 7% backward (below 7 pixels, untried).
     public static func best(for g: ConvGeometry, backward: Bool) -> ConvAlgorithm {
-        isDirectConv(g) && g.width >= (backward ? 12 : 7) ? .direct : .columns
+        isDirectConv(g) && g.width >= 7 ? .direct : .columns
     }
 }
 
