@@ -59,9 +59,16 @@ struct BorderedPlanes {
         parallelFor(groups * channels, cost: stride) { range in
             for plane in range {
                 let c = plane / groups, group = plane % groups
-                let dst = pr + plane * stride
-                dst.update(repeating: 0, count: stride)
-                for lane in 0..<min(lanes, images - group * lanes) {
+                let dst = pr + plane * stride, present = min(lanes, images - group * lanes)
+                if present < lanes {
+                    dst.update(repeating: 0, count: stride)
+                } else {
+                    // only what the pixels leave: the top row, each row's first pixel, and the rest
+                    dst.update(repeating: 0, count: origin)
+                    for y in 1..<h { (dst + (y + 1) * pitch).update(repeating: 0, count: lanes) }
+                    (dst + (h + 1) * pitch).update(repeating: 0, count: stride - (h + 1) * pitch)
+                }
+                for lane in 0..<present {
                     let src = ps + ((group * lanes + lane) * channels + c) * h * w, d = dst + origin + lane
                     if lanes == 1 {
                         for y in 0..<h { (d + y * pitch).update(from: src + y * w, count: w) }
