@@ -284,8 +284,11 @@ func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
                        outPlanes: c, bias: nil, accumulate: true, y: dx)
     }
     if let dbias {
-        for k in 0..<o {
-            for image in 0..<n { dbias[k] += sum(dy + (image * o + k) * g.outPixels, count: g.outPixels) }
+        let pdb = SharedPointer(dbias), pdy = SharedPointer(dy), pixels = g.outPixels
+        parallelFor(o, cost: n * pixels) { channels in
+            for k in channels {
+                for image in 0..<n { pdb[k] += sum(pdy + (image * o + k) * pixels, count: pixels) }
+            }
         }
     }
     guard let dweight else { return }
