@@ -133,16 +133,22 @@ struct ConvPlan {
     }
 }
 
-/// The two ways a convolution is computed: im2col + sgemm (any geometry), or directly on
-/// bordered planes (3x3, stride 1, padding 1; DirectConv.swift).
+/// The three ways a convolution is computed: im2col + sgemm (any geometry), or, for 3x3, stride 1,
+/// padding 1, directly on bordered planes (DirectConv.swift) or by Winograd's F(2x2, 3x3)
+/// (WinogradConv.swift).
 public enum ConvAlgorithm: String, Sendable, CaseIterable {
-    case columns, direct
+    case columns, direct, winograd
 
-    /// Whichever measured faster (`ddpm bench --ops`, and in the fmnist U-Net by `--profile`). The
-    /// direct kernel wins by 10-60% at 14x14 and 28x28, most at few channels; at 7x7, with 8 images
-    /// side by side in each vector, by 20% forward and 7% backward (below 7 pixels, untried).
+    /// Whichever measured faster (`ddpm bench --ops`, best of 4 alternating runs). The direct
+    /// kernel wins by 10-60% over im2col at 14x14 and 28x28, most at few channels; at 7x7, with 8
+    /// images side by side in each vector, by 20% forward and 7% backward (below 7 pixels, untried).
+    /// Winograd beats direct on wide layers: 128 -> 128 channels at 14x14 by 1.37x forward and
+    /// 1.12x backward, 64 -> 64 at 28x28 by 1.30x and 1.10x; at 64 -> 64 on 14x14 the two tie, and
+    /// on 7x7 planes (16 tiles covering 8x8) and 32 channels Winograd loses.
     public static func best(for g: ConvGeometry, backward: Bool) -> ConvAlgorithm {
-        isDirectConv(g) && g.width >= 7 ? .direct : .columns
+        guard isDirectConv(g) && g.width >= 7 else { return .columns }
+        let wide = min(g.channels, g.outChannels) >= 64 && (g.width >= 28 || max(g.channels, g.outChannels) > 64)
+        return wide && g.width >= 14 ? .winograd : .direct
     }
 }
 
@@ -151,6 +157,7 @@ public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
                           bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, algorithm: ConvAlgorithm? = nil) {
     switch algorithm ?? .best(for: g, backward: false) {
     case .direct: directConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
+    case .winograd: winogradConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
     case .columns: columnsConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
     }
 }
@@ -162,6 +169,7 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
                            algorithm: ConvAlgorithm? = nil) {
     switch algorithm ?? .best(for: g, backward: true) {
     case .direct: directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
+    case .winograd: winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     case .columns: columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     }
 }
