@@ -142,13 +142,12 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     /// Whichever measured faster (`ddpm bench --ops`, best of 4 alternating runs). The direct
     /// kernel wins by 10-60% over im2col at 14x14 and 28x28, most at few channels; at 7x7, with 8
     /// images side by side in each vector, by 20% forward and 7% backward (below 7 pixels, untried).
-    /// Winograd beats direct on wide layers: 128 -> 128 channels at 14x14 by 1.37x forward and
-    /// 1.12x backward, 64 -> 64 at 28x28 by 1.30x and 1.10x; at 64 -> 64 on 14x14 the two tie, and
-    /// on 7x7 planes (16 tiles covering 8x8) and 32 channels Winograd loses.
+    /// Winograd beats direct from 64 channels in and out: 128 -> 128 at 14x14 by 1.27x forward and
+    /// 1.08x backward (dW is direct in both), 64 -> 64 at 28x28 by 1.24x and 1.08x, 64 -> 64 at
+    /// 14x14 by 1.14x forward, 128 -> 128 at 7x7 by 1.06x forward; at 32 channels it loses by 10%.
     public static func best(for g: ConvGeometry, backward: Bool) -> ConvAlgorithm {
         guard isDirectConv(g) && g.width >= 7 else { return .columns }
-        let wide = min(g.channels, g.outChannels) >= 64 && (g.width >= 28 || max(g.channels, g.outChannels) > 64)
-        return wide && g.width >= 14 ? .winograd : .direct
+        return min(g.channels, g.outChannels) >= 64 ? .winograd : .direct
     }
 }
 

@@ -15,19 +15,26 @@ import Dispatch
 /// The backward data pass is the same convolution of dy with the kernel flipped and its channel
 /// axes swapped (`winogradWeights(flipped: true)`); dW stays with the direct kernel.
 
-/// U [16, O, C]: G w[o, c] G^T for every channel pair; `flipped` transforms the kernel of the
-/// backward data pass instead, [16, C, O] from w[o, c, 2 - i, 2 - j].
+/// Channel counts padded to whole vectors.
+@inline(__always)
+func vectorPadded(_ n: Int) -> Int { (n + 7) / 8 * 8 }
+
+/// U [16, C8, O8] (channel counts padded to vectors, zero past them): G w[o, c] G^T for every
+/// channel pair, laid out so that the product with the tiles V [16, tiles, C8] is [tiles, O8].
+/// `flipped` transforms the kernel of the backward data pass instead, which reads O channels and
+/// writes C: [16, O8, C8] from w[o, c, 2 - i, 2 - j].
 func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int, flipped: Bool) -> Storage {
-    let (rows, inner) = flipped ? (c, o) : (o, c)
-    let u = Storage(uninitializedCount: 16 * rows * inner)
-    let pu = u.pointer, plane = rows * inner
-    for row in 0..<rows {
-        for k in 0..<inner {
-            func tap(_ t: Int) -> Float { flipped ? w[(k * c + row) * 9 + 8 - t] : w[(row * c + k) * 9 + t] }
+    let (inputs, outputs) = flipped ? (o, c) : (c, o)
+    let (ip, op) = (vectorPadded(inputs), vectorPadded(outputs))
+    let u = Storage(zeros: 16 * ip * op)
+    let pu = u.pointer, plane = ip * op
+    for a in 0..<inputs {
+        for b in 0..<outputs {
+            func tap(_ t: Int) -> Float { flipped ? w[(a * c + b) * 9 + 8 - t] : w[(b * c + a) * 9 + t] }
             // h = G g (4 rows of 3), then each row times G^T gives a row of u
             let g0 = SIMD3(tap(0), tap(1), tap(2)), g1 = SIMD3(tap(3), tap(4), tap(5)), g2 = SIMD3(tap(6), tap(7), tap(8))
             func put(_ hr: SIMD3<Float>, _ r: Int) {
-                let q = pu + 4 * r * plane + row * inner + k
+                let q = pu + 4 * r * plane + a * op + b
                 q[0] = hr[0]; q[plane] = (hr[0] + hr[1] + hr[2]) / 2
                 q[2 * plane] = (hr[0] - hr[1] + hr[2]) / 2; q[3 * plane] = hr[2]
             }
@@ -37,82 +44,96 @@ func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: 
     return u
 }
 
-/// q[0, plane, 2 plane, 3 plane] = row B: (r0 - r2, r1 + r2, r2 - r1, r1 - r3).
-@inline(__always)
-private func putTransformedRow(_ row: SIMD4<Float>, _ q: UnsafeMutablePointer<Float>, _ plane: Int) {
-    q[0] = row[0] - row[2]; q[plane] = row[1] + row[2]
-    q[2 * plane] = row[2] - row[1]; q[3 * plane] = row[1] - row[3]
-}
-
-/// y (+)= conv(x, w) (+ bias) for x [N, C, H, W] and U from `winogradWeights` [16, O, C]: each core
-/// takes its own images, a chunk at a time: transform in, 16 sgemms, transform out.
+/// y (+)= conv(x, w) (+ bias) for x [N, C, H, W] and U from `winogradWeights`. Each core takes its
+/// own images, a chunk at a time: copy them channels-last into a zero border, transform every
+/// 4x4 block 8 channels per vector into V [16, tiles, C8], 16 sgemms M = V U, and transform back.
 func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, outChannels o: Int,
                     x: UnsafePointer<Float>, u: Storage, bias: UnsafePointer<Float>?,
                     accumulate: Bool, y: UnsafeMutablePointer<Float>) {
     let th = (h + 1) / 2, tw = (w + 1) / 2, perImage = th * tw
-    let pw = 2 * tw + 2  // padded row: one zero column left, the rest right
+    let (cp, op) = (vectorPadded(c), vectorPadded(o))
+    let ph = 2 * th + 2, pw = 2 * tw + 2  // the padded image: one zero row and column before, the rest after
     let workers = min(kernelThreads, n)
-    let chunk = max(1, min((n + workers - 1) / workers, (1 << 20) / (16 * max(c, o) * perImage)))
-    let px = SharedPointer(x), py = SharedPointer(y), pu = SharedPointer(u.pointer), pb = bias.map { SharedPointer($0) }
+    let chunk = max(1, min((n + workers - 1) / workers, (1 << 20) / (16 * max(cp, op) * perImage)))
+    let px = SharedPointer(x), py = SharedPointer(y), pu = SharedPointer(u.pointer)
+    var biasVectors = [Float](repeating: 0, count: op)
+    if let bias { for k in 0..<o { biasVectors[k] = bias[k] } }
+    let pbias = Storage(biasVectors)
+    let pb = SharedPointer(pbias.pointer)
     DispatchQueue.concurrentPerform(iterations: workers) { worker in
         let images = n * worker / workers ..< n * (worker + 1) / workers
-        let v = Storage(uninitializedCount: 16 * c * chunk * perImage)
-        let m = Storage(uninitializedCount: 16 * o * chunk * perImage)
-        let padded = Storage(zeros: (2 * th + 2) * pw)
+        let v = Storage(uninitializedCount: 16 * chunk * perImage * cp)
+        let m = Storage(uninitializedCount: 16 * chunk * perImage * op)
+        let padded = Storage(uninitializedCount: chunk * ph * pw * cp)
         for n0 in Swift.stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
             let nb = min(chunk, images.upperBound - n0), tiles = nb * perImage
-            // V[xi][k][t] = (B^T d B)[xi] for the 4x4 block d of channel k under tile t
+            // channels last, bordered: padded[image][row][column][k]
+            let p = padded.pointer
+            p.update(repeating: 0, count: nb * ph * pw * cp)
             for image in 0..<nb {
                 for k in 0..<c {
-                    let src = px + ((n0 + image) * c + k) * h * w, p = padded.pointer
-                    for r in 0..<h { (p + (r + 1) * pw + 1).update(from: src + r * w, count: w) }
-                    let dst = v.pointer + k * tiles + image * perImage, plane = c * tiles
-                    for ty in 0..<th {
-                        for tx in 0..<tw {
-                            let d = p + 2 * ty * pw + 2 * tx, t = dst + ty * tw + tx
-                            let r0 = SIMD4(d[0], d[1], d[2], d[3]), r1 = SIMD4(d[pw], d[pw + 1], d[pw + 2], d[pw + 3])
-                            let r2 = SIMD4(d[2 * pw], d[2 * pw + 1], d[2 * pw + 2], d[2 * pw + 3])
-                            let r3 = SIMD4(d[3 * pw], d[3 * pw + 1], d[3 * pw + 2], d[3 * pw + 3])
-                            // B^T d by rows, then each row times B
-                            putTransformedRow(r0 - r2, t, plane)
-                            putTransformedRow(r1 + r2, t + 4 * plane, plane)
-                            putTransformedRow(r2 - r1, t + 8 * plane, plane)
-                            putTransformedRow(r1 - r3, t + 12 * plane, plane)
+                    let src = px + ((n0 + image) * c + k) * h * w, dst = p + (image * ph + 1) * pw * cp + cp + k
+                    for r in 0..<h {
+                        for col in 0..<w { dst[(r &* pw &+ col) &* cp] = src[r &* w &+ col] }
+                    }
+                }
+            }
+            // V[xi][t][k] = (B^T d B)[xi] for the 4x4 block d under tile t, 8 channels at a time
+            let vplane = tiles * cp
+            for image in 0..<nb {
+                for ty in 0..<th {
+                    for tx in 0..<tw {
+                        let t = image * perImage + ty * tw + tx
+                        let d = p + ((image * ph + 2 * ty) * pw + 2 * tx) * cp, q = v.pointer + t * cp
+                        for k in Swift.stride(from: 0, to: cp, by: 8) {
+                            func at(_ r: Int, _ col: Int) -> SIMD8<Float> { load8(d + (r * pw + col) * cp + k) }
+                            // B^T d, a row of four vectors at a time, then each row times B
+                            func put(_ e: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>), _ r: Int) {
+                                let base = q + 4 * r * vplane + k
+                                store8(e.0 - e.2, base); store8(e.1 + e.2, base + vplane)
+                                store8(e.2 - e.1, base + 2 * vplane); store8(e.1 - e.3, base + 3 * vplane)
+                            }
+                            let d0 = (at(0, 0), at(0, 1), at(0, 2), at(0, 3)), d1 = (at(1, 0), at(1, 1), at(1, 2), at(1, 3))
+                            let d2 = (at(2, 0), at(2, 1), at(2, 2), at(2, 3)), d3 = (at(3, 0), at(3, 1), at(3, 2), at(3, 3))
+                            put((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), 0)
+                            put((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), 1)
+                            put((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), 2)
+                            put((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), 3)
                         }
                     }
                 }
             }
-            // M[xi] = U[xi] V[xi]
+            // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
             for xi in 0..<16 {
-                gemm(m: o, n: tiles, k: c, a: pu + xi * o * c, lda: c, b: v.pointer + xi * c * tiles, ldb: tiles,
-                     c: m.pointer + xi * o * tiles, ldc: tiles)
+                gemm(m: tiles, n: op, k: cp, a: v.pointer + xi * vplane, lda: cp, b: pu + xi * cp * op, ldb: op,
+                     c: m.pointer + xi * tiles * op, ldc: op)
             }
-            // Y = A^T M A, 2x2 per tile, clipped at odd edges
-            let plane = o * tiles
+            // Y = A^T M A, a 2x2 block of 8 channels per tile, clipped at odd edges
+            let mplane = tiles * op
             for image in 0..<nb {
-                for k in 0..<o {
-                    let b = pb?[k] ?? 0, dst = py + ((n0 + image) * o + k) * h * w
-                    let src = m.pointer + k * tiles + image * perImage
-                    for ty in 0..<th {
-                        for tx in 0..<tw {
-                            let s = src + ty * tw + tx
-                            func row(_ r: Int) -> SIMD4<Float> {
-                                SIMD4(s[4 * r * plane], s[(4 * r + 1) * plane], s[(4 * r + 2) * plane], s[(4 * r + 3) * plane])
-                            }
-                            let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3))
-                            let a0 = m0 + m1 + m2, a1 = m1 - m2 - m3
-                            let y00 = a0[0] + a0[1] + a0[2] + b, y01 = a0[1] - a0[2] - a0[3] + b
-                            let y10 = a1[0] + a1[1] + a1[2] + b, y11 = a1[1] - a1[2] - a1[3] + b
-                            let (yy, xx) = (2 * ty, 2 * tx), out = dst + yy * w + xx
-                            let right = xx + 1 < w, below = yy + 1 < h
-                            if accumulate {
-                                out[0] += y00
-                                if right { out[1] += y01 }
-                                if below { out[w] += y10; if right { out[w + 1] += y11 } }
-                            } else {
-                                out[0] = y00
-                                if right { out[1] = y01 }
-                                if below { out[w] = y10; if right { out[w + 1] = y11 } }
+                for ty in 0..<th {
+                    for tx in 0..<tw {
+                        let t = image * perImage + ty * tw + tx, s = m.pointer + t * op
+                        let (yy, xx) = (2 * ty, 2 * tx), right = xx + 1 < w, below = yy + 1 < h
+                        for k in Swift.stride(from: 0, to: op, by: 8) {
+                            func at(_ xi: Int) -> SIMD8<Float> { load8(s + xi * mplane + k) }
+                            // A^T M by columns, then each row times A
+                            let s0 = (at(0) + at(4) + at(8), at(1) + at(5) + at(9), at(2) + at(6) + at(10), at(3) + at(7) + at(11))
+                            let s1 = (at(4) - at(8) - at(12), at(5) - at(9) - at(13), at(6) - at(10) - at(14), at(7) - at(11) - at(15))
+                            let b = load8(pb + k)
+                            let y00 = s0.0 + s0.1 + s0.2 + b, y01 = s0.1 - s0.2 - s0.3 + b
+                            let y10 = s1.0 + s1.1 + s1.2 + b, y11 = s1.1 - s1.2 - s1.3 + b
+                            for lane in 0..<min(8, o - k) {
+                                let out = py + ((n0 + image) * o + k + lane) * h * w + yy * w + xx
+                                if accumulate {
+                                    out[0] += y00[lane]
+                                    if right { out[1] += y01[lane] }
+                                    if below { out[w] += y10[lane]; if right { out[w + 1] += y11[lane] } }
+                                } else {
+                                    out[0] = y00[lane]
+                                    if right { out[1] = y01[lane] }
+                                    if below { out[w] = y10[lane]; if right { out[w + 1] = y11[lane] } }
+                                }
                             }
                         }
                     }
