@@ -7,10 +7,10 @@ import Dispatch
 ///     Y = A^T [ sum_c (G g_oc G^T) . (B^T d_c B) ] A
 ///
 /// with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
-/// A^T = [1 1 1 0; 0 1 -1 -1]. For each of the 16 positions of the transformed tiles the sum over
-/// channels is one matrix product, U[xi] [O, C] x V[xi] [C, tiles], so the bulk of the work is
-/// 16 sgemms, 2.25x fewer multiply-adds than the direct kernel. The transforms cost a few adds
-/// per value and move 4x the input through memory, so this pays on wide layers only.
+/// A^T = [1 1 1 0; 0 1 -1 -1]. For each of the 16 positions xi of the transformed tiles the sum
+/// over channels is one matrix product, M[xi] = V[xi] [tiles, C] x U[xi] [C, O], so the bulk of
+/// the work is 16 sgemms, 2.25x fewer multiply-adds than the direct kernel. The transforms cost a
+/// few adds per value and move 4x the input through memory, so this pays from 64 channels on.
 ///
 /// The backward data pass is the same convolution of dy with the kernel flipped and its channel
 /// axes swapped (`winogradWeights(flipped: true)`); dW stays with the direct kernel.
