@@ -20,7 +20,7 @@ struct Bench: ParsableCommand {
             """)
 
     @Flag(help: "Benchmark the kernels (sgemm, conv2d forward and backward, attention).") var ops = false
-    @Option(help: "With --ops, only this family: sgemm, conv or attention.") var only: KernelFamily?
+    @Option(help: "With --ops, only one family of kernels.") var only: KernelFamily?
     @Option(help: "Benchmark this preset's U-Net: tiny, fmnist or cifar10.") var preset: UNetConfig.Preset?
     @Option(help: "Batch size.") var batchSize = 64
     @Option(help: "Timed training steps (forward passes: twice as many).") var steps = 5
