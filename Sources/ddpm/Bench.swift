@@ -169,9 +169,9 @@ struct Bench: ParsableCommand {
                     conv2dBackward(g, x: x.pointer, weight: weight.pointer, dy: y.pointer, dx: dx.pointer,
                                    dweight: dw.pointer, dbias: db.pointer, algorithm: algorithm)
                 }
-                func mark(_ backward: Bool) -> String { ConvAlgorithm.best(for: g, backward: backward) == algorithm ? "*" : "" }
-                report("\(name) fwd \(algorithm)\(mark(false))", seconds: tf, flops: g.flops, reference: tg)
-                report("\(name) bwd \(algorithm)\(mark(true))", seconds: tb, flops: 2 * g.flops, reference: 2 * tg)
+                let mark = ConvAlgorithm.best(for: g) == algorithm ? "*" : ""
+                report("\(name) fwd \(algorithm)\(mark)", seconds: tf, flops: g.flops, reference: tg)
+                report("\(name) bwd \(algorithm)\(mark)", seconds: tb, flops: 2 * g.flops, reference: 2 * tg)
             }
         }
         if wanted(.attention) { benchAttention() }

@@ -145,7 +145,7 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     /// Winograd beats direct from 64 channels in and out: 128 -> 128 at 14x14 by 1.27x forward and
     /// 1.08x backward (dW is direct in both), 64 -> 64 at 28x28 by 1.24x and 1.08x, 64 -> 64 at
     /// 14x14 by 1.14x forward, 128 -> 128 at 7x7 by 1.06x forward; at 32 channels it loses by 10%.
-    public static func best(for g: ConvGeometry, backward: Bool) -> ConvAlgorithm {
+    public static func best(for g: ConvGeometry) -> ConvAlgorithm {
         guard isDirectConv(g) && g.width >= 7 else { return .columns }
         return min(g.channels, g.outChannels) >= 64 ? .winograd : .direct
     }
@@ -154,7 +154,7 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
 /// y = conv(x, weight) + bias.
 public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, algorithm: ConvAlgorithm? = nil) {
-    switch algorithm ?? .best(for: g, backward: false) {
+    switch algorithm ?? .best(for: g) {
     case .direct: directConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
     case .winograd: winogradConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
     case .columns: columnsConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
@@ -166,7 +166,7 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
                            dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                            dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
                            algorithm: ConvAlgorithm? = nil) {
-    switch algorithm ?? .best(for: g, backward: true) {
+    switch algorithm ?? .best(for: g) {
     case .direct: directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     case .winograd: winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     case .columns: columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)

@@ -56,10 +56,9 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
     let workers = min(kernelThreads, n)
     let chunk = max(1, min((n + workers - 1) / workers, (1 << 20) / (16 * max(cp, op) * perImage)))
     let px = SharedPointer(x), py = SharedPointer(y), pu = SharedPointer(u.pointer)
-    var biasVectors = [Float](repeating: 0, count: op)
-    if let bias { for k in 0..<o { biasVectors[k] = bias[k] } }
-    let pbias = Storage(biasVectors)
-    let pb = SharedPointer(pbias.pointer)
+    let padBias = Storage(zeros: op)  // zero past O, so that 8 channels load at a time
+    if let bias { padBias.pointer.update(from: bias, count: o) }
+    let pb = SharedPointer(padBias.pointer)
     DispatchQueue.concurrentPerform(iterations: workers) { worker in
         let images = n * worker / workers ..< n * (worker + 1) / workers
         let v = Storage(uninitializedCount: 16 * chunk * perImage * cp)
