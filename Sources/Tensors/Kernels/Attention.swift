@@ -101,17 +101,13 @@ func blasAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), pp = SharedPointer(probabilities)
     let pdo = SharedPointer(dout), pdq = SharedPointer(dq), pdk = SharedPointer(dk), pdv = SharedPointer(dv)
     parallelFor(g.batch * g.heads, cost: 8 * l * l * d) { pairs in
-        let dp = UnsafeMutablePointer<Float>.allocate(capacity: 2 * l * l), ds = dp + l * l
-        defer { dp.deallocate() }
+        let ds = UnsafeMutablePointer<Float>.allocate(capacity: l * l)  // dP, then dS in place
+        defer { ds.deallocate() }
         for pair in pairs {
             let p = pp + pair * l * l, off = pair / g.heads * l * w + pair % g.heads * d
             gemm(transposeA: true, m: l, n: d, k: l, a: p, lda: l, b: pdo + off, ldb: w, beta: 1, c: pdv + off, ldc: w)
-            gemm(transposeB: true, m: l, n: l, k: d, a: pdo + off, lda: w, b: pv + off, ldb: w, c: dp, ldc: l)
-            for i in 0..<l {
-                let pr = p + i * l, gr = dp + i * l, dr = ds + i * l
-                let yg = dot(pr, gr, count: l)
-                for j in 0..<l { dr[j] = pr[j] * (gr[j] - yg) }
-            }
+            gemm(transposeB: true, m: l, n: l, k: d, a: pdo + off, lda: w, b: pv + off, ldb: w, c: ds, ldc: l)
+            for i in 0..<l { softmaxBackwardRow(p + i * l, ds + i * l, l) }
             gemm(m: l, n: d, k: l, alpha: g.scale, a: ds, lda: l, b: pk + off, ldb: w, beta: 1, c: pdq + off, ldc: w)
             gemm(transposeA: true, m: l, n: d, k: l, alpha: g.scale, a: ds, lda: l, b: pq + off, ldb: w, beta: 1, c: pdk + off, ldc: w)
         }

@@ -157,6 +157,14 @@ private func convolveInterleavedTile(_ planes: UnsafePointer<Float>, stride: Int
     store8(a30, out + 3 * outStride); store8(a31, out + 3 * outStride + 8)
 }
 
+/// Tap t (of 9) of the 3x3 kernel from `input` to `output` channel in the pass being computed:
+/// w[output, input, t] forward, or, `flipped`, that of the backward data pass, which maps the O
+/// channels of dy to the C of dx: w[input, output, 8 - t].
+@inline(__always)
+func kernelTap(_ w: UnsafePointer<Float>, channels c: Int, output: Int, input: Int, tap t: Int, flipped: Bool) -> Float {
+    flipped ? w[(input * c + output) * 9 + 8 - t] : w[(output * c + input) * 9 + t]
+}
+
 /// Packs w [O, C, 3, 3] as [ceil(O / 4), C, 9, 4], zero past O; `flipped` packs the kernel of the
 /// backward data pass instead, [ceil(C / 4), O, 9, 4] with w[o, c, 2 - i, 2 - j].
 private func packWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int, flipped: Bool) -> Storage {
@@ -166,7 +174,7 @@ private func packWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels
     for row in 0..<rows {
         for k in 0..<inner {
             for t in 0..<9 {
-                let value = flipped ? w[(k * c + row) * 9 + 8 - t] : w[(row * c + k) * 9 + t]
+                let value = kernelTap(w, channels: c, output: row, input: k, tap: t, flipped: flipped)
                 packed.pointer[((row / 4 * inner + k) * 9 + t) * 4 + row % 4] = value
             }
         }

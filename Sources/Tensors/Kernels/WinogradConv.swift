@@ -30,7 +30,7 @@ func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: 
     let pu = u.pointer, plane = ip * op
     for a in 0..<inputs {
         for b in 0..<outputs {
-            func tap(_ t: Int) -> Float { flipped ? w[(a * c + b) * 9 + 8 - t] : w[(b * c + a) * 9 + t] }
+            func tap(_ t: Int) -> Float { kernelTap(w, channels: c, output: b, input: a, tap: t, flipped: flipped) }
             // h = G g (4 rows of 3), then each row times G^T gives a row of u
             let g0 = SIMD3(tap(0), tap(1), tap(2)), g1 = SIMD3(tap(3), tap(4), tap(5)), g2 = SIMD3(tap(6), tap(7), tap(8))
             func put(_ hr: SIMD3<Float>, _ r: Int) {
