@@ -42,7 +42,7 @@ struct Train: ParsableCommand {
     func validate() throws {
         if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
         guard (steps ?? 1) >= 1, batchSize >= 1, checkpointEvery >= 1, sampleEvery >= 0, warmup >= 0 else {
-            throw ValidationError("--steps, --batch-size and --checkpoint-every must be at least 1")
+            throw ValidationError("--steps, --batch-size and --checkpoint-every must be at least 1; --sample-every and --warmup at least 0")
         }
         guard learningRate > 0, emaDecay >= 0, emaDecay < 1 else { throw ValidationError("--learning-rate must be positive and --ema-decay in [0, 1)") }
     }
