@@ -1,4 +1,4 @@
-import Datasets
+@testable import Datasets
 import Diffusion
 import Foundation
 import Layers
@@ -29,5 +29,76 @@ let bundledModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().d
         let error = meanSquaredError(prediction, noise).item
         print("bundled model: noise-prediction MSE \(error) on \(n) held-out images")
         #expect(error < 0.08, "noise-prediction MSE \(error)")
+    }
+
+    /// Samples look like Fashion-MNIST's ten classes: a classifier trained here on the training set
+    /// (an MLP, 784-256-10, softmax outputs fitted to one-hot labels) sorts 48 DDIM-20 samples into
+    /// at least 8 classes, and is nearly as sure of them as of real test images (step 4,270: 0.83 on
+    /// samples, 0.86 on test images). An untrained model's blobs fail (0.42), as would samples of one kind.
+    @Test func samplesSpanTheClasses() throws {
+        let folder = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
+        let classifier = try fashionMNISTClassifier(folder)
+        let test = try ImageDataset.idx(folder.appendingPathComponent("t10k-images-idx3-ubyte.gz"))
+        let testLabels = try idxLabels(folder.appendingPathComponent("t10k-labels-idx1-ubyte.gz"))
+        let real = withoutGradients { classifier(Tensor(shape: [test.count, 784], storage: test.pixels)).softmax() }
+        let realGuesses = guesses(real)
+        let accuracy = Float(zip(realGuesses, testLabels).filter { $0.0.label == $0.1 }.count) / Float(test.count)
+        let realConfidence = realGuesses.map(\.probability).reduce(0, +) / Float(test.count)
+
+        let pipeline = try Pipeline.load(bundledModel)
+        var rng = RandomGenerator(seed: 0)
+        var loop = pipeline.denoise(Tensor.randomNormal(pipeline.sampleShape(count: 48), using: &rng),
+                                    with: try pipeline.scheduler(.ddim, steps: 20), using: rng)
+        let samples = loop.run()
+        let drawn = guesses(withoutGradients { classifier(samples.reshaped([48, 784])).softmax() })
+        var histogram = [Int](repeating: 0, count: 10)
+        for g in drawn { histogram[g.label] += 1 }
+        let confidence = drawn.map(\.probability).reduce(0, +) / Float(drawn.count)
+        print("classifier: test accuracy \(accuracy), mean confidence \(realConfidence) on test images, "
+              + "\(confidence) on 48 samples; samples per class \(histogram)")
+        #expect(accuracy > 0.8, "classifier accuracy \(accuracy)")
+        #expect(histogram.filter { $0 > 0 }.count >= 8, "samples per class \(histogram)")
+        #expect(confidence > 0.8 * realConfidence, "confidence \(confidence) on samples, \(realConfidence) on test images")
+    }
+
+    /// The most probable class of each row of `probabilities` [N, 10], with its probability.
+    func guesses(_ probabilities: Tensor) -> [(label: Int, probability: Float)] {
+        let p = probabilities.scalars
+        return (0..<probabilities.shape[0]).map { i in
+            let row = p[(10 * i)..<(10 * i + 10)]
+            let k = row.indices.max { row[$0] < row[$1] }!
+            return (k - 10 * i, row[k])
+        }
+    }
+
+    /// Two epochs of AdamW, batch 128, on the 60,000 training images.
+    func fashionMNISTClassifier(_ folder: URL) throws -> MLP {
+        let images = try ImageDataset.idx(folder.appendingPathComponent("train-images-idx3-ubyte.gz"))
+        let labels = try idxLabels(folder.appendingPathComponent("train-labels-idx1-ubyte.gz"))
+        var rng = RandomGenerator(seed: 5)
+        let net = MLP(widths: [784, 256, 10], using: &rng)
+        let optimizer = AdamW(parameters: net.parameterTensors, learningRate: 1e-3, weightDecay: 0)
+        let batch = 128
+        for _ in 0..<2 {
+            let order = Array(0..<images.count).shuffled(using: &rng)
+            for start in stride(from: 0, to: images.count - batch + 1, by: batch) {
+                let x = Tensor(zeros: [batch, 784]), y = Tensor(zeros: [batch, 10])
+                for (row, i) in order[start..<(start + batch)].enumerated() {
+                    x.pointer.advanced(by: 784 * row).update(from: images.pixels.pointer.advanced(by: 784 * i), count: 784)
+                    y.pointer[10 * row + labels[i]] = 1
+                }
+                net.zeroGradients()
+                meanSquaredError(net(x).softmax(), y).backward()
+                optimizer.update()
+            }
+        }
+        return net
+    }
+
+    /// An IDX label file: magic 0x00000801, N, then N bytes.
+    func idxLabels(_ url: URL) throws -> [Int] {
+        let bytes = try gunzipIfNeeded(url)
+        guard bytes.count > 8, bytes[0..<4] == [0, 0, 8, 1] else { throw FormatError(url, "not an IDX label file") }
+        return bytes[8...].map(Int.init)
     }
 }
