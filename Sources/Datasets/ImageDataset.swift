@@ -79,6 +79,16 @@ public struct ImageDataset: @unchecked Sendable {
         return ImageDataset(pixels: storage, count: n, channels: 1, height: h, width: w, source: url.path)
     }
 
+    /// An IDX label file, raw or gzip: magic 0x00000801 (unsigned bytes, 1 dimension), big-endian N,
+    /// then N class indices (tests use Fashion-MNIST's labels to judge samples).
+    public static func idxLabels(_ url: URL) throws -> [Int] {
+        let bytes = try gunzipIfNeeded(url)
+        guard bytes.count >= 8, bytes[0..<4] == [0, 0, 8, 1] else { throw FormatError(url, "not an IDX label file (magic 0x00000801)") }
+        let n = bytes[4..<8].reduce(0) { $0 << 8 | Int($1) }
+        guard bytes.count - 8 == n else { throw FormatError(url, "header says \(n) labels, the file holds \(bytes.count - 8): truncated?") }
+        return bytes[8...].map(Int.init)
+    }
+
     /// CIFAR-10 binary batches: records of 1 label byte + 3072 bytes (3 x 32 x 32, CHW).
     public static func cifar10(_ folder: URL, files: [String]) throws -> ImageDataset {
         var all: [UInt8] = []

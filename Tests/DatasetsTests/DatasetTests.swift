@@ -44,6 +44,22 @@ import TestSupport
         #expect(throws: FormatError.self) { try ImageDataset.load(url.path, channels: 1, size: 4) }
     }
 
+    @Test func idxLabelFiles() throws {
+        let dir = temporaryDirectory()
+        var labels = Data()
+        for v in [UInt32(0x0801), 4] { withUnsafeBytes(of: v.bigEndian) { labels.append(contentsOf: $0) } }
+        labels.append(contentsOf: [3, 0, 9, 1])
+        let good = dir.appendingPathComponent("labels"), short = dir.appendingPathComponent("short"), images = dir.appendingPathComponent("images")
+        try labels.write(to: good)
+        try labels.prefix(10).write(to: short)
+        try idx(3, 4, 4).write(to: images)
+        #expect(try ImageDataset.idxLabels(good) == [3, 0, 9, 1])
+        let truncated = #expect(throws: FormatError.self) { try ImageDataset.idxLabels(short) }
+        #expect(truncated?.description.contains("truncated") == true)
+        let notLabels = #expect(throws: FormatError.self) { try ImageDataset.idxLabels(images) }
+        #expect(notLabels?.description.contains("not an IDX label file") == true)
+    }
+
     @Test func fashionMNISTFromDebian() throws {
         let d = try ImageDataset.load("fashion-mnist", channels: 1, size: 28)
         #expect(d.count == 60_000 && d.height == 28 && d.width == 28)

@@ -1,4 +1,4 @@
-@testable import Datasets
+import Datasets
 import Diffusion
 import Foundation
 import Layers
@@ -8,6 +8,7 @@ import Tensors
 /// The model `ddpm sample` uses by default, as committed under `models/`.
 let bundledModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("models/fashion-mnist")
+let fashionMNIST = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
 
 @Suite struct BundledModelTests {
     /// The committed weights are trained and load as trained: on 64 held-out Fashion-MNIST images
@@ -17,7 +18,7 @@ let bundledModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().d
     @Test func predictsNoiseOnHeldOutImages() throws {
         let pipeline = try Pipeline.load(bundledModel)
         #expect(pipeline.unet.config == UNetConfig.Preset.fmnist.config)
-        let test = try ImageDataset.idx(URL(fileURLWithPath: ImageDataset.fashionMNISTFolder + "/t10k-images-idx3-ubyte.gz"))
+        let test = try ImageDataset.idx(fashionMNIST.appendingPathComponent("t10k-images-idx3-ubyte.gz"))
         let n = 64
         let x0 = Tensor(shape: [n, 1, 28, 28], Array(UnsafeBufferPointer(start: test.pixels.pointer, count: n * 784)))
         let schedule = NoiseSchedule(pipeline.schedulerConfig)
@@ -36,10 +37,9 @@ let bundledModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().d
     /// at least 8 classes, and is nearly as sure of them as of real test images (step 8,086: 0.84 on
     /// samples, 0.86 on test images). An untrained model's blobs fail (0.42), as would samples of one kind.
     @Test func samplesSpanTheClasses() throws {
-        let folder = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
-        let classifier = try fashionMNISTClassifier(folder)
-        let test = try ImageDataset.idx(folder.appendingPathComponent("t10k-images-idx3-ubyte.gz"))
-        let testLabels = try idxLabels(folder.appendingPathComponent("t10k-labels-idx1-ubyte.gz"))
+        let classifier = try fashionMNISTClassifier()
+        let test = try ImageDataset.idx(fashionMNIST.appendingPathComponent("t10k-images-idx3-ubyte.gz"))
+        let testLabels = try ImageDataset.idxLabels(fashionMNIST.appendingPathComponent("t10k-labels-idx1-ubyte.gz"))
         let real = withoutGradients { classifier(Tensor(shape: [test.count, 784], storage: test.pixels)).softmax() }
         let realGuesses = guesses(real)
         let accuracy = Float(zip(realGuesses, testLabels).filter { $0.0.label == $0.1 }.count) / Float(test.count)
@@ -72,9 +72,9 @@ let bundledModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().d
     }
 
     /// Two epochs of AdamW, batch 128, on the 60,000 training images.
-    func fashionMNISTClassifier(_ folder: URL) throws -> MLP {
-        let images = try ImageDataset.idx(folder.appendingPathComponent("train-images-idx3-ubyte.gz"))
-        let labels = try idxLabels(folder.appendingPathComponent("train-labels-idx1-ubyte.gz"))
+    func fashionMNISTClassifier() throws -> MLP {
+        let images = try ImageDataset.idx(fashionMNIST.appendingPathComponent("train-images-idx3-ubyte.gz"))
+        let labels = try ImageDataset.idxLabels(fashionMNIST.appendingPathComponent("train-labels-idx1-ubyte.gz"))
         var rng = RandomGenerator(seed: 5)
         let net = MLP(widths: [784, 256, 10], using: &rng)
         let optimizer = AdamW(parameters: net.parameterTensors, learningRate: 1e-3, weightDecay: 0)
@@ -93,12 +93,5 @@ let bundledModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().d
             }
         }
         return net
-    }
-
-    /// An IDX label file: magic 0x00000801, N, then N bytes.
-    func idxLabels(_ url: URL) throws -> [Int] {
-        let bytes = try gunzipIfNeeded(url)
-        guard bytes.count > 8, bytes[0..<4] == [0, 0, 8, 1] else { throw FormatError(url, "not an IDX label file") }
-        return bytes[8...].map(Int.init)
     }
 }
