@@ -64,7 +64,7 @@ public struct ImageDataset: @unchecked Sendable {
     public static func idx(_ url: URL) throws -> ImageDataset {
         let bytes = try gunzipIfNeeded(url)
         guard bytes.count >= 16 else { throw FormatError(url, "IDX file of \(bytes.count) bytes is too short for a header") }
-        func be32(_ o: Int) -> Int { bytes[o..<(o + 4)].reduce(0) { $0 << 8 | Int($1) } }
+        func be32(_ o: Int) -> Int { bigEndian32(bytes, at: o) }
         let magic = be32(0)
         guard magic == 0x0803 else {
             throw FormatError(url, String(format: "wrong IDX magic 0x%08x (images are 0x00000803%@)", magic,
@@ -83,8 +83,8 @@ public struct ImageDataset: @unchecked Sendable {
     /// then N class indices (tests use Fashion-MNIST's labels to judge samples).
     public static func idxLabels(_ url: URL) throws -> [Int] {
         let bytes = try gunzipIfNeeded(url)
-        guard bytes.count >= 8, bytes[0..<4] == [0, 0, 8, 1] else { throw FormatError(url, "not an IDX label file (magic 0x00000801)") }
-        let n = bytes[4..<8].reduce(0) { $0 << 8 | Int($1) }
+        guard bytes.count >= 8, bigEndian32(bytes, at: 0) == 0x0801 else { throw FormatError(url, "not an IDX label file (magic 0x00000801)") }
+        let n = bigEndian32(bytes, at: 4)
         guard bytes.count - 8 == n else { throw FormatError(url, "header says \(n) labels, the file holds \(bytes.count - 8): truncated?") }
         return bytes[8...].map(Int.init)
     }
@@ -178,6 +178,11 @@ public struct ImageDataset: @unchecked Sendable {
         }
         return ImageDataset(pixels: out, count: count, channels: c, height: height, width: width, source: source)
     }
+}
+
+/// The unsigned big-endian 32-bit integer at `offset` (IDX headers).
+func bigEndian32(_ bytes: [UInt8], at offset: Int) -> Int {
+    bytes[offset..<(offset + 4)].reduce(0) { $0 << 8 | Int($1) }
 }
 
 /// The bytes of a file, gunzipped when it is gzip (magic 1f 8b).
