@@ -28,8 +28,8 @@ public struct BatchSampler: Sendable {
         return p
     }
 
-    /// Batch `index` as [B, C, H, W], given its epoch's permutation.
-    public func batch(_ index: Int, permutation: [Int]) -> Tensor {
+    /// Batch `index` as [B, C, H, W] with its labels, given its epoch's permutation.
+    public func batch(_ index: Int, permutation: [Int]) -> Batch {
         let epoch = index / batchesPerEpoch, start = index % batchesPerEpoch * batchSize
         let per = dataset.imageSize, (h, w) = (dataset.height, dataset.width)
         let out = Storage(uninitializedCount: batchSize * per)
@@ -43,7 +43,8 @@ public struct BatchSampler: Sendable {
                 dst.update(from: src, count: per)
             }
         }
-        return Tensor(shape: [batchSize, dataset.channels, h, w], storage: out)
+        let labels = dataset.labels.map { l in (0..<batchSize).map { l.values[permutation[start + $0]] } }
+        return Batch(images: Tensor(shape: [batchSize, dataset.channels, h, w], storage: out), labels: labels)
     }
 
     private func hash(_ epoch: Int, _ position: Int) -> UInt64 {
@@ -54,6 +55,12 @@ public struct BatchSampler: Sendable {
     }
 }
 
+/// Images [B, C, H, W] in [-1, 1] and, when the dataset has them, their class labels.
+public struct Batch: Sendable {
+    public let images: Tensor
+    public let labels: [Int]?
+}
+
 /// Prepares batch k + 1 on another thread while the caller trains on batch k.
 public final class BatchPrefetcher: @unchecked Sendable {
     private let sampler: BatchSampler
@@ -62,7 +69,7 @@ public final class BatchPrefetcher: @unchecked Sendable {
     private var pending: (Int, DispatchSemaphore, Box)?
     private var epoch = -1, permutation: [Int] = []
 
-    private final class Box: @unchecked Sendable { var tensor: Tensor? }
+    private final class Box: @unchecked Sendable { var batch: Batch? }
 
     /// Starts at batch `index` (the optimiser step, when resuming).
     public init(_ sampler: BatchSampler, startingAt index: Int) {
@@ -77,17 +84,17 @@ public final class BatchPrefetcher: @unchecked Sendable {
         queue.async { [self] in
             let e = index / sampler.batchesPerEpoch
             if e != epoch { permutation = sampler.permutation(epoch: e); epoch = e }
-            box.tensor = sampler.batch(index, permutation: permutation)
+            box.batch = sampler.batch(index, permutation: permutation)
             done.signal()
         }
     }
 
     /// The next batch in order.
-    public func nextBatch() -> Tensor {
+    public func nextBatch() -> Batch {
         let (_, done, box) = pending!
         done.wait()
         next += 1
         schedule(next)
-        return box.tensor!
+        return box.batch!
     }
 }

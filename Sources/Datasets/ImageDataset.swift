@@ -5,20 +5,29 @@ import Tensors
 
 /// Training images in memory as one float32 block [N, C, H, W] in [-1, 1], from any of the
 /// sources users bring: IDX files (the MNIST family; Debian's Fashion-MNIST), CIFAR-10 binary
-/// batches, a folder of PNG/JPEG images, or a `.npy` array.
+/// batches, a folder of PNG/JPEG images, or a `.npy` array. Class labels come along where the
+/// source has them (IDX label files, CIFAR-10's label byte, class sub-folders, `--labels FILE.npy`).
 public struct ImageDataset: @unchecked Sendable {
     public let count: Int, channels: Int, height: Int, width: Int
     /// [N, C, H, W] in [-1, 1].
     public let pixels: Storage
     /// Where the images came from, for logs and checkpoints.
     public let source: String
+    /// The class of each image, when the source has labels.
+    public let labels: ClassLabels?
 
     public var imageSize: Int { channels * height * width }
 
-    public init(pixels: Storage, count: Int, channels: Int, height: Int, width: Int, source: String) {
+    public init(pixels: Storage, count: Int, channels: Int, height: Int, width: Int, source: String, labels: ClassLabels? = nil) {
         precondition(pixels.count == count * channels * height * width)
+        precondition(labels == nil || labels!.values.count == count, "\(labels!.values.count) labels for \(count) images")
         self.pixels = pixels; self.count = count; self.channels = channels
-        self.height = height; self.width = width; self.source = source
+        self.height = height; self.width = width; self.source = source; self.labels = labels
+    }
+
+    /// The same images with other labels.
+    public func labelled(_ labels: ClassLabels?) -> ImageDataset {
+        ImageDataset(pixels: pixels, count: count, channels: channels, height: height, width: width, source: source, labels: labels)
     }
 
     /// Debian's package `dataset-fashion-mnist`.
@@ -27,7 +36,8 @@ public struct ImageDataset: @unchecked Sendable {
     /// Loads `source` and fits it to the model: `channels` (grey and RGB convert into each other)
     /// and a square `size` (image folders are resized and centre-cropped; other sources must match).
     /// `source` is `fashion-mnist`, an IDX folder or file, a CIFAR-10 folder, an image folder or a `.npy`.
-    public static func load(_ source: String, channels: Int, size: Int) throws -> ImageDataset {
+    /// `labels`, a `.npy` of integers, gives (or replaces) the images' class labels.
+    public static func load(_ source: String, channels: Int, size: Int, labels: String? = nil) throws -> ImageDataset {
         let path = source == "fashion-mnist" ? fashionMNISTFolder : source
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
@@ -47,8 +57,11 @@ public struct ImageDataset: @unchecked Sendable {
             } else if names.contains(where: { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") }) {
                 data = try cifar10(url, files: names.filter { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") })
             } else {
-                return try imageFolder(url, names: names, channels: channels, size: size)
+                data = try imageFolder(url, names: names, channels: channels, size: size)
             }
+        }
+        if let labels {
+            data = data.labelled(try ClassLabels.npy(URL(fileURLWithPath: labels), count: data.count))
         }
         data = data.converted(toChannels: channels)
         guard data.height == size && data.width == size else {
@@ -76,7 +89,8 @@ public struct ImageDataset: @unchecked Sendable {
         }
         let storage = Storage(uninitializedCount: n * h * w)
         for i in 0..<(n * h * w) { storage.pointer[i] = Float(bytes[16 + i]) / 127.5 - 1 }
-        return ImageDataset(pixels: storage, count: n, channels: 1, height: h, width: w, source: url.path)
+        let labels = try ClassLabels.idxLabelFile(besides: url).map { try ClassLabels.idx($0, count: n) }
+        return ImageDataset(pixels: storage, count: n, channels: 1, height: h, width: w, source: url.path, labels: labels)
     }
 
     /// An IDX label file, raw or gzip: magic 0x00000801 (unsigned bytes, 1 dimension), big-endian N,
@@ -89,21 +103,29 @@ public struct ImageDataset: @unchecked Sendable {
         return bytes[8...].map(Int.init)
     }
 
-    /// CIFAR-10 binary batches: records of 1 label byte + 3072 bytes (3 x 32 x 32, CHW).
+    /// CIFAR-10 binary batches: records of 1 label byte + 3072 bytes (3 x 32 x 32, CHW). The
+    /// classes' names come from `batches.meta.txt` when the folder has it.
     public static func cifar10(_ folder: URL, files: [String]) throws -> ImageDataset {
-        var all: [UInt8] = []
+        var all: [UInt8] = [], labels: [Int] = []
         for name in files.sorted() {
             let url = folder.appendingPathComponent(name)
             let d = try Data(contentsOf: url)
             guard !d.isEmpty, d.count % 3073 == 0 else {
                 throw FormatError(url, "\(d.count) bytes is not a whole number of 3073-byte CIFAR-10 records: truncated?")
             }
-            for r in 0..<(d.count / 3073) { all.append(contentsOf: d[(d.startIndex + r * 3073 + 1)..<(d.startIndex + (r + 1) * 3073)]) }
+            for r in 0..<(d.count / 3073) {
+                labels.append(Int(d[d.startIndex + r * 3073]))
+                all.append(contentsOf: d[(d.startIndex + r * 3073 + 1)..<(d.startIndex + (r + 1) * 3073)])
+            }
         }
         let n = all.count / 3072
         let storage = Storage(uninitializedCount: all.count)
         for i in 0..<all.count { storage.pointer[i] = Float(all[i]) / 127.5 - 1 }
-        return ImageDataset(pixels: storage, count: n, channels: 3, height: 32, width: 32, source: folder.path)
+        let meta = (try? String(contentsOf: folder.appendingPathComponent("batches.meta.txt"), encoding: .utf8))?
+            .split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let names = meta.map { $0.count > (labels.max() ?? 0) ? $0 : ClassLabels.cifar10Names } ?? ClassLabels.cifar10Names
+        return ImageDataset(pixels: storage, count: n, channels: 3, height: 32, width: 32, source: folder.path,
+                            labels: try ClassLabels(labels, names: names, source: folder))
     }
 
     /// A `.npy` array [N, C, H, W] (or [N, H, W]): uint8 is scaled from 0..255, floats are taken as
@@ -121,11 +143,29 @@ public struct ImageDataset: @unchecked Sendable {
     }
 
     /// Every PNG and JPEG in a folder, decoded by stb_image, resized (shorter side to `size`,
-    /// bilinear) and centre-cropped to size x size.
+    /// bilinear) and centre-cropped to size x size. A folder of sub-folders of images is a labelled
+    /// set, as torchvision's `ImageFolder` reads it: the sorted sub-folder names are the classes.
     public static func imageFolder(_ folder: URL, names: [String], channels: Int, size: Int) throws -> ImageDataset {
-        let files = names.filter { ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased()) }
+        func isImage(_ name: String) -> Bool { ["png", "jpg", "jpeg"].contains((name as NSString).pathExtension.lowercased()) }
+        var files = names.filter(isImage)
+        var labels: ClassLabels? = nil
+        if files.isEmpty {
+            let fm = FileManager.default
+            let classes = names.filter { name in
+                var isDirectory: ObjCBool = false
+                return !name.hasPrefix(".") && fm.fileExists(atPath: folder.appendingPathComponent(name).path, isDirectory: &isDirectory)
+                    && isDirectory.boolValue
+            }
+            var values: [Int] = []
+            for (k, name) in classes.enumerated() {
+                let inside = try fm.contentsOfDirectory(atPath: folder.appendingPathComponent(name).path).filter(isImage).sorted()
+                files += inside.map { "\(name)/\($0)" }
+                values += Array(repeating: k, count: inside.count)
+            }
+            if !files.isEmpty { labels = try ClassLabels(values, names: classes, source: folder) }
+        }
         guard !files.isEmpty else {
-            throw FormatError(folder, "no images found (expected PNG or JPEG files, IDX, CIFAR-10 batches or a .npy)")
+            throw FormatError(folder, "no images found (expected PNG or JPEG files or class sub-folders of them, IDX, CIFAR-10 batches or a .npy)")
         }
         let per = channels * size * size
         let storage = Storage(uninitializedCount: files.count * per)
@@ -138,7 +178,8 @@ public struct ImageDataset: @unchecked Sendable {
             defer { stbi_image_free(raw) }
             resizeCrop(raw, width: Int(w), height: Int(h), channels: channels, size: size, into: storage.pointer + k * per)
         }
-        return ImageDataset(pixels: storage, count: files.count, channels: channels, height: size, width: size, source: folder.path)
+        return ImageDataset(pixels: storage, count: files.count, channels: channels, height: size, width: size, source: folder.path,
+                            labels: labels)
     }
 
     /// Bilinear resize of the shorter side to `size`, centre crop, HWC bytes to CHW floats in [-1, 1].
@@ -176,7 +217,7 @@ public struct ImageDataset: @unchecked Sendable {
                 }
             }
         }
-        return ImageDataset(pixels: out, count: count, channels: c, height: height, width: width, source: source)
+        return ImageDataset(pixels: out, count: count, channels: c, height: height, width: width, source: source, labels: labels)
     }
 }
 

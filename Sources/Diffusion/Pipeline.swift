@@ -9,15 +9,23 @@ import Tensors
 ///     unet/diffusion_pytorch_model.safetensors weights under diffusers' names
 ///     scheduler/scheduler_config.json         SchedulerConfig
 ///
+/// A class-conditional model's folder names its classes as `id2label` in `model_index.json`
+/// (the convention of diffusers' DiT pipeline folders); the U-Net's last class row is the null label.
 /// A bare unet folder (config.json + safetensors) also loads, with a default DDPM scheduler.
 public final class Pipeline {
     public let unet: UNet2DModel
     public var schedulerConfig: SchedulerConfig
+    /// The classes of a class-conditional model, by label (`id2label`); nil for unconditional models.
+    public var classNames: [String]?
 
-    public init(unet: UNet2DModel, schedulerConfig: SchedulerConfig) {
+    public init(unet: UNet2DModel, schedulerConfig: SchedulerConfig, classNames: [String]? = nil) {
         self.unet = unet
         self.schedulerConfig = schedulerConfig
+        self.classNames = classNames
     }
+
+    /// The number of real classes (the null label excluded), for a class-conditional model.
+    public var classCount: Int? { classNames?.count ?? unet.config.nullClassLabel }
 
     static let weightsName = "diffusion_pytorch_model.safetensors"
 
@@ -30,8 +38,10 @@ public final class Pipeline {
         let index = folder.appendingPathComponent("model_index.json")
         let unetFolder: URL
         var schedulerConfig = SchedulerConfig()
+        var classNames: [String]? = nil
         if fm.fileExists(atPath: index.path) {
             let r = try ConfigReader(file: index)
+            classNames = try r.indexedStrings("id2label")
             let className = try r.string("_class_name") ?? "DDPMPipeline"
             guard ["DDPMPipeline", "DDIMPipeline"].contains(className) else {
                 throw ConfigError(index, key: "_class_name", "is '\(className)'; DDPMPipeline or DDIMPipeline folders are supported")
@@ -61,16 +71,26 @@ public final class Pipeline {
         var rng = RandomGenerator(seed: 0)
         let unet = UNet2DModel(config: config, using: &rng)
         try unet.loadDiffusersWeights(Safetensors.read(weights).tensors, from: weights)
-        return Pipeline(unet: unet, schedulerConfig: schedulerConfig)
+        if let classNames, let null = config.nullClassLabel, classNames.count != null {
+            throw ConfigError(index, key: "id2label", "names \(classNames.count) classes; the unet's num_class_embeds \(null + 1) "
+                                + "holds \(null) classes and the null label")
+        }
+        if classNames != nil && !config.isClassConditional {
+            throw ConfigError(index, key: "id2label", "names classes, but the unet has no class embedding (num_class_embeds)")
+        }
+        return Pipeline(unet: unet, schedulerConfig: schedulerConfig, classNames: classNames)
     }
 
     /// Writes the folder diffusers' `DDPMPipeline.from_pretrained` reads, each file atomically.
     /// `weights` replaces the model's own parameters (an EMA copy, say); `dtype` F16 halves the size.
     public func save(to folder: URL, weights: [String: Tensor]? = nil, dtype: Safetensors.DType = .f32) throws {
-        let index: [String: Any] = [
+        var index: [String: Any] = [
             "_class_name": "DDPMPipeline", "_diffusers_version": "0.42.1",
             "scheduler": ["diffusers", schedulerConfig.className], "unet": ["diffusers", "UNet2DModel"],
         ]
+        if let classNames {
+            index["id2label"] = Dictionary(uniqueKeysWithValues: classNames.enumerated().map { (String($0.offset), $0.element) })
+        }
         try writeAtomically(JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys]),
                             to: folder.appendingPathComponent("model_index.json"))
         try writeAtomically(unet.config.json(), to: folder.appendingPathComponent("unet/config.json"))
@@ -106,8 +126,11 @@ public final class Pipeline {
     }
 
     /// The reverse process from `noise`, one step per element; `rng` supplies the schedulers' noise.
-    public func denoise(_ noise: Tensor, with scheduler: any Scheduler, using rng: RandomGenerator) -> Denoising {
-        Denoising(unet: unet, scheduler: scheduler, sample: noise, rng: rng)
+    /// A class-conditional model needs `classLabels` (one per image; the null label asks for p(x)),
+    /// and follows them more strongly with `guidanceScale` > 1 (classifier-free guidance).
+    public func denoise(_ noise: Tensor, with scheduler: any Scheduler, classLabels: [Int]? = nil, guidanceScale: Float = 1,
+                        using rng: RandomGenerator) -> Denoising {
+        Denoising(unet: unet, scheduler: scheduler, sample: noise, rng: rng, classLabels: classLabels, guidanceScale: guidanceScale)
     }
 }
 
@@ -129,18 +152,37 @@ public struct Denoising: Sequence, IteratorProtocol {
     public private(set) var sample: Tensor
     /// The generator's state after the steps taken so far.
     public private(set) var rng: RandomGenerator
+    let classLabels: [Int]?
+    let guidanceScale: Float
     var index = 0
 
-    init(unet: UNet2DModel, scheduler: any Scheduler, sample: Tensor, rng: RandomGenerator) {
+    init(unet: UNet2DModel, scheduler: any Scheduler, sample: Tensor, rng: RandomGenerator, classLabels: [Int]?, guidanceScale: Float) {
+        precondition((classLabels != nil) == unet.config.isClassConditional,
+                     unet.config.isClassConditional ? "a class-conditional model samples with labels" : "an unconditional model takes no labels")
+        precondition(classLabels == nil || classLabels!.count == sample.shape[0], "\(classLabels!.count) labels for \(sample.shape[0]) images")
+        precondition(guidanceScale == 1 || unet.config.nullClassLabel != nil, "guidance needs a class-conditional model with a null label")
         self.unet = unet; self.scheduler = scheduler; self.sample = sample; self.rng = rng
+        self.classLabels = classLabels; self.guidanceScale = guidanceScale
+    }
+
+    /// The model's output at timestep t. With guidance (Ho & Salimans 2022, in diffusers' convention
+    /// s = 1 + w): eps = eps_uncond + s (eps_cond - eps_uncond), both halves in one batched pass.
+    func prediction(at t: Int) -> Tensor {
+        let n = sample.shape[0], times = Array(repeating: Float(t), count: n)
+        guard let classLabels, guidanceScale != 1, let null = unet.config.nullClassLabel else {
+            return unet(sample, timesteps: times, classLabels: classLabels)
+        }
+        let both = unet(Tensor.joined([sample, sample]), timesteps: times + times,
+                        classLabels: classLabels + Array(repeating: null, count: n))
+        let conditional = both.slice(0..<n), unconditional = both.slice(n..<(2 * n))
+        return unconditional + (conditional - unconditional) * guidanceScale
     }
 
     public mutating func next() -> Step? {
         let timesteps = scheduler.timesteps
         guard index < timesteps.count else { return nil }
         let t = timesteps[index]
-        let n = sample.shape[0]
-        let output = withoutGradients { unet(sample, timesteps: Array(repeating: Float(t), count: n)) }
+        let output = withoutGradients { prediction(at: t) }
         let step = scheduler.step(output, timestep: t, sample: sample, using: &rng)
         sample = step.previousSample
         index += 1

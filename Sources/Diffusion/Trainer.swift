@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import Layers
 import Tensors
@@ -20,6 +21,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var minSNRGamma: Float? = nil
     /// Random horizontal flips of the training images.
     public var flip = false
+    /// Class-conditional runs: the probability that a label is replaced by the null label, so that
+    /// one network learns p(x | y) and p(x) for classifier-free guidance (Ho & Salimans: 0.1).
+    public var labelDropout: Float? = nil
 
     public init() {}
 }
@@ -56,13 +60,20 @@ public final class Trainer {
         rng = RandomGenerator(seed: options.seed &+ 1)
     }
 
-    /// One optimiser step on a batch x_0 [B, C, H, W] in [-1, 1]. Returns the loss; when it is not
-    /// finite, nothing is updated (the caller stops and keeps its last checkpoint).
+    /// One optimiser step on a batch x_0 [B, C, H, W] in [-1, 1], with its class labels when the
+    /// model is class-conditional. Returns the loss; when it is not finite, nothing is updated
+    /// (the caller stops and keeps its last checkpoint).
     @discardableResult
-    public func train(on x0: Tensor) -> Float {
+    public func train(on x0: Tensor, labels: [Int]? = nil) -> Float {
         let batch = x0.shape[0]
+        precondition((labels != nil) == unet.config.isClassConditional,
+                     unet.config.isClassConditional ? "a class-conditional model trains on labelled images" : "an unconditional model takes no labels")
         let timesteps = (0..<batch).map { _ in rng.integer(below: schedule.count) }
         let noise = Tensor.randomNormal(x0.shape, using: &rng)
+        var labels = labels
+        if let given = labels, let p = options.labelDropout, p > 0, let null = unet.config.nullClassLabel {
+            labels = given.map { rng.uniform() < p ? null : $0 }
+        }
         let xt = schedule.addNoise(x0, noise: noise, timesteps: timesteps)
         let type = pipeline.schedulerConfig.predictionType
         let target = schedule.trainingTarget(type, x0: x0, noise: noise, timesteps: timesteps)
@@ -71,7 +82,7 @@ public final class Trainer {
         let learningRate = warmupLearningRate(base: options.learningRate, step: step, warmup: options.warmup)
         optimizer.learningRate = learningRate
         unet.zeroGradients()
-        let prediction = unet.training(xt, timesteps: timesteps.map(Float.init), using: &rng)
+        let prediction = unet.training(xt, timesteps: timesteps.map(Float.init), classLabels: labels, using: &rng)
         let loss = diffusionLoss(prediction: prediction, target: target, weights: weights)
         let value = loss.item
         guard value.isFinite else { return value }
@@ -82,6 +93,12 @@ public final class Trainer {
         ema.update(step: step)
         log.append((step, value, learningRate))
         return value
+    }
+
+    /// One optimiser step on a batch from the data loader (its labels are used by a class-conditional model only).
+    @discardableResult
+    public func train(on batch: Batch) -> Float {
+        train(on: batch.images, labels: unet.config.isClassConditional ? batch.labels : nil)
     }
 
     /// The EMA weights by parameter name.

@@ -17,3 +17,17 @@ public final class Linear: Module {
         [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
     }
 }
+
+/// diffusers' `TimestepEmbedding`: a sinusoidal projection [N, in] through linear_1, SiLU, linear_2.
+public final class TimestepEmbedding: Module {
+    public let linear1: Linear, linear2: Linear
+
+    public init(inputFeatures: Int, dimension: Int, using rng: inout RandomGenerator) {
+        linear1 = Linear(inputFeatures: inputFeatures, outputFeatures: dimension, using: &rng)
+        linear2 = Linear(inputFeatures: dimension, outputFeatures: dimension, using: &rng)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { linear2(linear1(x).silu()) }
+
+    public var parameters: [(name: String, tensor: Tensor)] { nested("linear_1", linear1) + nested("linear_2", linear2) }
+}

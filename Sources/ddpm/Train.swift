@@ -19,6 +19,12 @@ struct Train: ParsableCommand {
             is a diffusers DDPMPipeline (EMA weights in unet/) plus training/ (raw weights, optimiser, \
             state, log.csv), samples/ and loss.png. --resume continues a run bit for bit to --steps in \
             total. Ctrl-C finishes the current step, saves and exits.
+
+            --class-conditional trains on the images' labels (IDX label files, CIFAR-10's label byte, \
+            class sub-folders, or --labels FILE.npy) with a class embedding of classes + 1 rows, the last \
+            the null label that --label-dropout puts in place of a label, so that one network learns both \
+            p(x | y) and p(x) for classifier-free guidance. --init-from starts from another model's \
+            weights; a class embedding that model lacks starts at zero.
             """)
 
     @Option(help: "Training images (see above).") var data: String
@@ -38,6 +44,10 @@ struct Train: ParsableCommand {
     @Option(help: "Write a sample grid every N steps (0: never).") var sampleEvery = 1000
     @Flag(help: "Random horizontal flips.") var flip = false
     @Option(help: "min-SNR-gamma loss weighting (e.g. 5).") var minSNRGamma: Float?
+    @Flag(help: "Condition the model on the images' class labels.") var classConditional = false
+    @Option(help: "Probability of replacing a label by the null label (with --class-conditional).") var labelDropout: Float = 0.1
+    @Option(help: "Class labels as a .npy of integers [N], one per image of --data.") var labels: String?
+    @Option(help: "Start from this model folder's weights (and its unet and scheduler configs).") var initFrom: String?
 
     func validate() throws {
         if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
@@ -45,13 +55,23 @@ struct Train: ParsableCommand {
             throw ValidationError("--steps, --batch-size and --checkpoint-every must be at least 1; --sample-every and --warmup at least 0")
         }
         guard learningRate > 0, emaDecay >= 0, emaDecay < 1 else { throw ValidationError("--learning-rate must be positive and --ema-decay in [0, 1)") }
+        guard labelDropout >= 0, labelDropout < 1 else { throw ValidationError("--label-dropout must lie in [0, 1)") }
+        if initFrom != nil && (preset != nil || config != nil) {
+            throw ValidationError("--init-from takes the model's own config: give it without --preset or --config")
+        }
+        if resume && (initFrom != nil || classConditional) {
+            throw ValidationError("--resume continues the saved run as it was: --init-from and --class-conditional apply to new runs")
+        }
     }
 
     func run() throws {
         let folder = URL(fileURLWithPath: output)
         let trainer: Trainer
+        let dataset: ImageDataset
         if resume {
             trainer = try Trainer.resume(from: folder, steps: steps)
+            let c = trainer.unet.config
+            dataset = try ImageDataset.load(data, channels: c.inChannels, size: c.sampleSize, labels: labels)
             let saved = try Trainer.savedDataSource(in: folder)
             let source = data == "fashion-mnist" ? ImageDataset.fashionMNISTFolder : data
             if !saved.hasPrefix(source) && !source.hasPrefix(saved) {
@@ -61,22 +81,44 @@ struct Train: ParsableCommand {
             if FileManager.default.fileExists(atPath: folder.appendingPathComponent("training/state.json").path) {
                 throw CommandError("\(output) already holds a training run: pass --resume to continue it, or another --output")
             }
-            var unetConfig = (preset ?? .fmnist).config
+            let source = try initFrom.map { try Pipeline.load(URL(fileURLWithPath: $0)) }
+            var unetConfig = source?.unet.config ?? (preset ?? .fmnist).config
             if let config { unetConfig = try UNetConfig.load(URL(fileURLWithPath: config)) }
-            var schedulerConfig = SchedulerConfig()
-            schedulerConfig.predictionType = predictionType
-            schedulerConfig.betaSchedule = betaSchedule
-            if preset == .cifar10 { schedulerConfig.varianceType = .fixedLarge }
+            dataset = try ImageDataset.load(data, channels: unetConfig.inChannels, size: unetConfig.sampleSize, labels: labels)
+            var classNames = source?.classNames
+            if classConditional || unetConfig.isClassConditional {
+                guard let labels = dataset.labels else {
+                    throw CommandError("\(dataset.source): no class labels (expected an IDX label file beside the images, CIFAR-10 batches, "
+                                       + "class sub-folders, or --labels FILE.npy)")
+                }
+                if unetConfig.classEmbedding == nil { unetConfig.classEmbedding = .table }
+                if unetConfig.numClassEmbeds == nil { unetConfig.numClassEmbeds = labels.classCount + 1 }
+                guard unetConfig.numClassEmbeds == labels.classCount + 1 else {
+                    throw CommandError("the model has \(unetConfig.numClassEmbeds!) class rows; \(dataset.source) has \(labels.classCount) classes "
+                                       + "(+ 1 null label = \(labels.classCount + 1))")
+                }
+                classNames = labels.names
+            }
+            var schedulerConfig = source?.schedulerConfig ?? SchedulerConfig()
+            if source == nil {
+                schedulerConfig.predictionType = predictionType
+                schedulerConfig.betaSchedule = betaSchedule
+                if preset == .cifar10 { schedulerConfig.varianceType = .fixedLarge }
+            }
             var rng = RandomGenerator(seed: seed)
             var options = TrainingOptions()
             options.steps = steps ?? 10_000; options.batchSize = batchSize; options.learningRate = learningRate
             options.warmup = warmup; options.emaDecay = emaDecay; options.seed = seed
             options.flip = flip; options.minSNRGamma = minSNRGamma
-            trainer = Trainer(pipeline: Pipeline(unet: UNet2DModel(config: unetConfig, using: &rng), schedulerConfig: schedulerConfig),
-                              options: options)
+            options.labelDropout = unetConfig.isClassConditional ? labelDropout : nil
+            let unet = UNet2DModel(config: unetConfig, using: &rng)
+            if let source, let initFrom { try warmStart(unet, from: source, folder: URL(fileURLWithPath: initFrom)) }
+            trainer = Trainer(pipeline: Pipeline(unet: unet, schedulerConfig: schedulerConfig, classNames: classNames), options: options)
         }
-        let options = trainer.options, unetConfig = trainer.unet.config
-        let dataset = try ImageDataset.load(data, channels: unetConfig.inChannels, size: unetConfig.sampleSize)
+        let options = trainer.options
+        if trainer.unet.config.isClassConditional && dataset.labels == nil {
+            throw CommandError("\(dataset.source): no class labels for this class-conditional run (pass --labels FILE.npy as the run began)")
+        }
         guard dataset.count >= options.batchSize else {
             throw CommandError("\(dataset.source): \(dataset.count) images, fewer than one batch of \(options.batchSize)")
         }
@@ -123,13 +165,26 @@ struct Train: ParsableCommand {
                      recent.reduce(0, +) / Float(max(recent.count, 1)), output))
     }
 
-    /// 16 images from the EMA weights, DDIM 50 steps, a fixed seed so grids are comparable across steps.
+    /// Copies a trained model's weights into `unet`; a class embedding the source lacks starts at
+    /// zero, so the new model at first ignores its labels and predicts what the source predicted.
+    func warmStart(_ unet: UNet2DModel, from source: Pipeline, folder: URL) throws {
+        var weights = source.unet.stateDictionary
+        if !source.unet.config.isClassConditional {
+            unet.zeroClassEmbedding()
+            for (name, tensor) in unet.parameters where name.hasPrefix("class_embedding.") { weights[name] = tensor }
+        }
+        try unet.load(weights, from: folder)
+    }
+
+    /// 16 images from the EMA weights, DDIM 50 steps, a fixed seed so grids are comparable across
+    /// steps; a class-conditional model draws the classes in turn.
     func writeSamples(_ trainer: Trainer, to url: URL) throws {
         let scheduler = try trainer.pipeline.scheduler(.ddim, steps: 50)
         var rng = RandomGenerator(seed: 1234)
         let noise = Tensor.randomNormal(trainer.pipeline.sampleShape(count: 16), using: &rng)
+        let labels = trainer.pipeline.classCount.map { k in (0..<16).map { $0 % k } }
         let images = trainer.withEMAWeights {
-            var loop = trainer.pipeline.denoise(noise, with: scheduler, using: rng)
+            var loop = trainer.pipeline.denoise(noise, with: scheduler, classLabels: labels, using: rng)
             return loop.run()
         }
         try imageGrid(images, columns: 4).writePNG(to: url)

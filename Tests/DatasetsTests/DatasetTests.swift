@@ -126,12 +126,12 @@ import TestSupport
         let a = BatchSampler(dataset: d, batchSize: 3, seed: 5, flip: true), b = BatchSampler(dataset: d, batchSize: 3, seed: 5, flip: true)
         #expect(a.batchesPerEpoch == 3)
         for k in [0, 2, 3, 7] {
-            #expect(a.batch(k, permutation: a.permutation(epoch: k / 3)).scalars == b.batch(k, permutation: b.permutation(epoch: k / 3)).scalars)
+            #expect(a.batch(k, permutation: a.permutation(epoch: k / 3)).images.scalars == b.batch(k, permutation: b.permutation(epoch: k / 3)).images.scalars)
         }
         #expect(a.permutation(epoch: 0) != a.permutation(epoch: 1))
         #expect(Set(a.permutation(epoch: 4)) == Set(0..<10))
         let prefetched = BatchPrefetcher(a, startingAt: 2)
-        #expect(prefetched.nextBatch().scalars == a.batch(2, permutation: a.permutation(epoch: 0)).scalars)
-        #expect(prefetched.nextBatch().scalars == a.batch(3, permutation: a.permutation(epoch: 1)).scalars)
+        #expect(prefetched.nextBatch().images.scalars == a.batch(2, permutation: a.permutation(epoch: 0)).images.scalars)
+        #expect(prefetched.nextBatch().images.scalars == a.batch(3, permutation: a.permutation(epoch: 1)).images.scalars)
     }
 }

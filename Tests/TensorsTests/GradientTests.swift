@@ -37,6 +37,11 @@ import TestSupport
         expectGradients([randomTensor([2, 3, 7], seed: 5)]) { $0[0].softmax() }
     }
 
+    @Test func rows() {
+        // repeated indices add their gradients into one row
+        expectGradients([randomTensor([4, 6], seed: 12)]) { $0[0].rows([3, 0, 3, 1, 3]) * $0[0].rows([0, 1, 2, 3, 0]) }
+    }
+
     @Test(arguments: [true, false])
     func linear(withBias: Bool) {
         let x = randomTensor([2, 3, 5], seed: 6), w = randomTensor([4, 5], seed: 7), b = randomTensor([4], seed: 8)

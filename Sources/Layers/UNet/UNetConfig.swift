@@ -2,12 +2,20 @@ import Foundation
 import Tensors
 
 /// `unet/config.json` of a diffusers `UNet2DModel`, with diffusers' keys and defaults. Anything a
-/// config asks for that this implementation does not compute (class embeddings, Fourier or learned
-/// time embeddings, resnet up/down sampling, scale-shift time conditioning, other block types) is
+/// config asks for that this implementation does not compute (class embeddings given as vectors
+/// (`"identity"`), Fourier or learned time embeddings, resnet up/down sampling, scale-shift time conditioning, other block types) is
 /// refused with an error naming the key, never silently computed otherwise.
 public struct UNetConfig: Equatable, Sendable {
     public enum DownBlock: String, Sendable, CaseIterable { case plain = "DownBlock2D", attention = "AttnDownBlock2D" }
     public enum UpBlock: String, Sendable, CaseIterable { case plain = "UpBlock2D", attention = "AttnUpBlock2D" }
+    /// How a class label becomes a vector added to the time embedding (diffusers' `class_embed_type`).
+    public enum ClassEmbedding: String, Sendable, CaseIterable {
+        /// `class_embed_type` null with `num_class_embeds`: a learned row per class (`class_embedding.weight`).
+        case table
+        /// `"timestep"`: the label through the timestep's sinusoidal projection and its own MLP
+        /// (`class_embedding.linear_1`, `class_embedding.linear_2`).
+        case timestep
+    }
 
     public var sampleSize = 32
     public var inChannels = 3
@@ -31,8 +39,19 @@ public struct UNetConfig: Equatable, Sendable {
     public var attnNormNumGroups: Int? = nil
     public var normEps: Float = 1e-5
     public var addAttention = true
+    /// Rows of the class table (`num_class_embeds`): the classes plus one null label for guidance.
+    public var numClassEmbeds: Int? = nil
+    /// nil: an unconditional model.
+    public var classEmbedding: ClassEmbedding? = nil
 
     public init() {}
+
+    /// Whether the model takes a class label with every image.
+    public var isClassConditional: Bool { classEmbedding != nil }
+
+    /// The label that stands for "no class" in classifier-free guidance: the table's last row
+    /// (DiT's convention; `num_class_embeds` = classes + 1). nil for unconditional models.
+    public var nullClassLabel: Int? { isClassConditional ? numClassEmbeds.map { $0 - 1 } : nil }
 
     /// The dimension of the time embedding: 4 x the first block's channels unless given.
     public var timeEmbedDim: Int { timeEmbeddingDim ?? blockOutChannels[0] * 4 }
@@ -104,8 +123,13 @@ public struct UNetConfig: Equatable, Sendable {
             try refuse("resnet_time_scale_shift", unless: shift == "default", "'\(shift)' is not supported (only 'default')")
         }
         addAttention = try r.bool("add_attention") ?? addAttention
-        for key in ["class_embed_type", "num_class_embeds"] where r.contains(key) {
-            throw ConfigError(source, key: key, "class conditioning is not supported yet (must be null)")
+        numClassEmbeds = try r.int("num_class_embeds")
+        switch try r.string("class_embed_type") {
+        case nil: classEmbedding = numClassEmbeds == nil ? nil : .table
+        case "timestep": classEmbedding = .timestep
+        case let t?:
+            throw ConfigError(source, key: "class_embed_type", "'\(t)' is not supported (null with num_class_embeds, or 'timestep': "
+                                + "both take integer labels; 'identity' and the projections take embedding vectors)")
         }
         try validate(source: source)
     }
@@ -137,6 +161,7 @@ public struct UNetConfig: Equatable, Sendable {
         let downsamplings = blockOutChannels.count - 1
         try check(sampleSize % (1 << downsamplings) == 0, "sample_size", "\(sampleSize) is not divisible by 2^\(downsamplings) (one halving per block but the last)")
         if let t = timeEmbeddingDim { try check(t >= 1, "time_embedding_dim", "must be positive, is \(t)") }
+        if let k = numClassEmbeds { try check(k >= 1, "num_class_embeds", "must be positive, is \(k)") }
     }
 
     /// The JSON diffusers writes for this config (every key, sorted).
@@ -156,7 +181,8 @@ public struct UNetConfig: Equatable, Sendable {
             "attention_head_dim": attentionHeadDim.map { $0 as Any } ?? NSNull(),
             "norm_num_groups": normNumGroups, "attn_norm_num_groups": attnNormNumGroups.map { $0 as Any } ?? NSNull(),
             "norm_eps": Double(normEps), "resnet_time_scale_shift": "default", "add_attention": addAttention,
-            "class_embed_type": NSNull(), "num_class_embeds": NSNull(), "num_train_timesteps": NSNull(),
+            "class_embed_type": classEmbedding == .timestep ? "timestep" as Any : NSNull(),
+            "num_class_embeds": numClassEmbeds.map { $0 as Any } ?? NSNull(), "num_train_timesteps": NSNull(),
         ]
         return try! JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys])
     }

@@ -87,6 +87,18 @@ public struct ConfigReader {
         guard let a = v as? [NSNumber], a.allSatisfy({ !isBool($0) }) else { throw ConfigError(source, key: key, "must be a list of numbers") }
         return a.map(\.doubleValue)
     }
+    /// An object whose keys are 0, 1, ..., n-1 and whose values are strings (diffusers' `id2label`), as a list.
+    public func indexedStrings(_ key: String) throws -> [String]? {
+        guard let v = value(key) else { return nil }
+        guard let d = v as? [String: Any], let names = d as? [String: String] else {
+            throw ConfigError(source, key: key, "must be an object of strings by index, is \(v)")
+        }
+        return try (0..<names.count).map { i in
+            guard let name = names[String(i)] else { throw ConfigError(source, key: key, "has \(names.count) entries but none for index \(i)") }
+            return name
+        }
+    }
+
     public func enumeration<E: RawRepresentable & CaseIterable>(_ key: String) throws -> E? where E.RawValue == String {
         guard let s = try string(key) else { return nil }
         guard let e = E(rawValue: s) else {
