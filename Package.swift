@@ -2,9 +2,10 @@
 // swift-ddpm: denoising diffusion probabilistic models in Swift.
 //
 // Modules, imports pointing down only:
-//   ddpm (CLI) -> Diffusion -> Layers, Datasets -> Tensors -> CBLAS (and CPNG, CZlib, CSTB under Datasets)
-// Build flags such as `-target-cpu haswell` live in the Makefile, never here: a manifest with
-// unsafeFlags cannot be used as a versioned dependency.
+//   ddpm (CLI) -> Diffusion -> Layers, Datasets -> Tensors -> CKernels (and CPNG, CZlib, CSTB under Datasets)
+// No build flags anywhere: a manifest with unsafeFlags cannot be used as a versioned dependency, so
+// speed comes from CKernels, whose kernels are compiled for several instruction sets and picked at
+// run time from the CPU.
 import PackageDescription
 
 let package = Package(
@@ -20,11 +21,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
-                       providers: [.apt(["libopenblas-dev"])]),
+        // kernels per instruction set, and OpenBLAS loaded at run time (dlopen) with the best core
+        .target(name: "CKernels", linkerSettings: [.linkedLibrary("dl", .when(platforms: [.linux]))]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
-        .target(name: "Tensors", dependencies: ["CBLAS"]),
+        .target(name: "Tensors", dependencies: ["CKernels"]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CSTB", path: "Sources/CSTB", pkgConfig: "stb", providers: [.apt(["libstb-dev"])]),
         .target(name: "Datasets", dependencies: ["Tensors", "CPNG", "CZlib", "CSTB"]),
@@ -35,7 +36,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
-        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport", "CKernels"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "TestSupport"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Datasets", "Layers", "Tensors", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensors", "TestSupport", "CSTB"]),

@@ -26,8 +26,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed training steps (forward passes: twice as many).") var steps = 5
     @Flag(help: "Print one JSON line instead of a table.") var json = false
     @Flag(help: "Print where the time goes, per op kind, forward and backward.") var profile = false
-    @Option(help: "The machine's float32 peak in GFLOP/s, for the share column (2 Zen 2 cores at 3.33 GHz: 213).")
-    var peak = 213.0
+    @Option(help: "The machine's float32 peak in GFLOP/s, for the share column. Default: measured with the active kernel set's FMAs on every core.")
+    var peak: Double?
 
     func validate() throws {
         guard ops != (preset != nil) else { throw ValidationError("say what to benchmark: --ops or --preset NAME") }
@@ -36,11 +36,14 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        if let preset { return try benchModel(preset) }
-        runOps()
+        let machine = Machine.current
+        let peak = self.peak ?? machine.peak
+        if !json { print(machine.summary + (self.peak == nil ? "" : "\npeak for the share column: \(Int(peak)) GFLOP/s (--peak)")) }
+        if let preset { return try benchModel(preset, machine: machine, peak: peak) }
+        runOps(peak: peak)
     }
 
-    func benchModel(_ preset: UNetConfig.Preset) throws {
+    func benchModel(_ preset: UNetConfig.Preset, machine: Machine, peak: Double) throws {
         var rng = RandomGenerator(seed: 0)
         let config = preset.config
         let unet = UNet2DModel(config: config, using: &rng)
@@ -79,7 +82,7 @@ struct Bench: ParsableCommand {
                 ("train_gflops", fmt(trainGflops)), ("forward_gflops", fmt(forwardGflops)),
                 ("train_gflop_per_image", fmt(trainFlops / 1e9)), ("forward_gflop_per_image", fmt(forwardFlops / 1e9)),
                 ("peak_gflops", fmt(peak)), ("peak_rss_mb", fmt(peakRSS)),
-            ]
+            ] + machine.jsonFields.map { ($0.0, $0.1 as Any) }
             print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
         } else {
             print("\(preset.rawValue): \(unet.parameterCount) parameters, batch \(batchSize), \(kernelThreads) threads; "
@@ -89,7 +92,7 @@ struct Bench: ParsableCommand {
             print(String(format: "forward (no gradients):  %7.2f images/s  %6.1f GFLOP/s  %3.0f%% of peak",
                          forwardRate, forwardGflops, 100 * forwardGflops / peak))
         }
-        if profile {
+        if profile && !json {
             let p = Profiler()
             Profiler.current = p
             for _ in 0..<steps { trainStep() }
@@ -137,7 +140,10 @@ struct Bench: ParsableCommand {
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(runs)
     }
 
-    func runOps() {
+    func runOps(peak: Double) {
+        func report(_ name: String, seconds: Double, flops: Double, reference: Double?) {
+            printRow(name, seconds: seconds, flops: flops, reference: reference, peak: peak)
+        }
         print("kernel benchmarks, \(kernelThreads) threads, peak \(Int(peak)) GFLOP/s; each the best of several runs; * marks the convolution algorithm in use")
         print("shape".padding(toLength: 44, withPad: " ", startingAt: 0) + "   ms   GFLOP/s  peak   vs sgemm")
         func wanted(_ family: KernelFamily) -> Bool { only == nil || only == family }
@@ -174,11 +180,14 @@ struct Bench: ParsableCommand {
                 report("\(name) bwd \(algorithm)\(mark)", seconds: tb, flops: 2 * g.flops, reference: 2 * tg)
             }
         }
-        if wanted(.attention) { benchAttention() }
+        if wanted(.attention) { benchAttention(peak: peak) }
     }
 
     /// Attention at the presets' shapes: fmnist's 14x14 (8 heads of 8) and 7x7 (16 of 8), cifar10's 16x16 (1 of 256).
-    func benchAttention() {
+    func benchAttention(peak: Double) {
+        func report(_ name: String, seconds: Double, flops: Double, reference: Double?) {
+            printRow(name, seconds: seconds, flops: flops, reference: reference, peak: peak)
+        }
         for (b, l, h, d) in [(batchSize, 196, 8, 8), (batchSize, 49, 16, 8), (16, 256, 1, 256)] {
             let g = AttentionGeometry(batch: b, length: l, heads: h, headDim: d)
             var rng = RandomGenerator(seed: 2)
@@ -209,7 +218,7 @@ struct Bench: ParsableCommand {
         return best
     }
 
-    func report(_ name: String, seconds: Double, flops: Double, reference: Double?) {
+    func printRow(_ name: String, seconds: Double, flops: Double, reference: Double?, peak: Double) {
         let gflops = flops / seconds / 1e9
         let ratio = reference.map { String(format: "%7.2fx", $0 / seconds) } ?? ""
         print(name.padding(toLength: 44, withPad: " ", startingAt: 0)

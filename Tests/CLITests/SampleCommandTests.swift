@@ -11,11 +11,12 @@ let ddpmBinary: URL = {
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
 }()
 
-/// Runs ddpm with arguments; returns exit status, stdout and stderr.
-func ddpm(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+/// Runs ddpm with arguments (and variables added to the environment); returns exit status, stdout and stderr.
+func ddpm(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
     let process = Process()
     process.executableURL = ddpmBinary
     process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err

@@ -43,10 +43,13 @@ import TestSupport
         let b = randomTensor([g.outChannels], seed: 6)
         let slow = Tensor(zeros: [g.batch, g.outChannels, g.outHeight, g.outWidth])
         conv2dNaive(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: slow.pointer)
-        for algorithm in ConvAlgorithm.allCases where algorithm == .columns || isDirectConv(g) {
-            let fast = Tensor(zeros: slow.shape)
-            conv2dForward(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: fast.pointer, algorithm: algorithm)
-            #expect(maxAbsDifference(fast, slow) < 1e-3, "\(algorithm)")
+        for kernels in KernelSet.available {
+            for algorithm in ConvAlgorithm.allCases where algorithm == .columns || isDirectConv(g) {
+                let fast = Tensor(zeros: slow.shape)
+                conv2dForward(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: fast.pointer, algorithm: algorithm,
+                              kernels: kernels)
+                #expect(maxAbsDifference(fast, slow) < 1e-3, "\(algorithm) \(kernels)")
+            }
         }
     }
 
@@ -60,6 +63,10 @@ import TestSupport
         ConvGeometry(batch: 10, channels: 3, height: 7, width: 7, outChannels: 5, kernel: 3, stride: 1, padding: 1),
     ], ConvAlgorithm.allCases)
     func convBackward(g: ConvGeometry, algorithm: ConvAlgorithm) {
+        for kernels in KernelSet.available { convBackward(g: g, algorithm: algorithm, kernels: kernels) }
+    }
+
+    func convBackward(g: ConvGeometry, algorithm: ConvAlgorithm, kernels: KernelSet) {
         let (n, c, o, h, w) = (g.batch, g.channels, g.outChannels, g.height, g.width)
         let x = randomTensor([n, c, h, w], seed: 7), weight = randomTensor([o, c, 3, 3], seed: 8)
         let dy = randomTensor([n, o, h, w], seed: 9)
@@ -67,11 +74,11 @@ import TestSupport
         conv2dNaive(g, x: x.pointer, weight: weight.pointer, bias: nil, y: y.pointer)
         let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: weight.shape), db = Tensor(zeros: [o])
         conv2dBackward(g, x: x.pointer, weight: weight.pointer, dy: dy.pointer, dx: dx.pointer,
-                       dweight: dw.pointer, dbias: db.pointer, algorithm: algorithm)
+                       dweight: dw.pointer, dbias: db.pointer, algorithm: algorithm, kernels: kernels)
         func dot(_ a: Tensor, _ b: Tensor) -> Double { (0..<a.count).reduce(0.0) { $0 + Double(a.pointer[$1]) * Double(b.pointer[$1]) } }
         let lhs = dot(y, dy), rhs = dot(x, dx), rhsW = dot(weight, dw)
-        #expect(abs(lhs - rhs) < 1e-4 * abs(lhs) + 1e-2)
-        #expect(abs(lhs - rhsW) < 1e-4 * abs(lhs) + 1e-2)  // the conv is linear in w as well
+        #expect(abs(lhs - rhs) < 1e-4 * abs(lhs) + 1e-2, "\(kernels)")
+        #expect(abs(lhs - rhsW) < 1e-4 * abs(lhs) + 1e-2, "\(kernels)")  // the conv is linear in w as well
         // and each weight's gradient alone, against the naive conv with that weight's unit kernel
         for k in [0, o * c * 9 - 1, (o * c * 9) / 2] {
             let unit = Tensor(zeros: weight.shape), response = Tensor(zeros: dy.shape)
@@ -94,6 +101,11 @@ import TestSupport
         let slow = Tensor(zeros: q.shape)
         attentionNaive(g, q: q.pointer, k: k.pointer, v: v.pointer, out: slow.pointer)
         #expect(maxAbsDifference(fast, slow) < 1e-5)
+        for kernels in KernelSet.available {
+            let out = Tensor(zeros: q.shape)
+            attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: nil, kernels: kernels)
+            #expect(maxAbsDifference(out, slow) < 1e-5, "\(kernels)")
+        }
     }
 
     /// The small-head kernels against the BLAS path, at lengths that reach their vector loops and
@@ -104,13 +116,14 @@ import TestSupport
         let q = randomTensor([2, g.length, shape.heads * shape.headDim], seed: 30)
         let k = randomTensor(q.shape, seed: 31), v = randomTensor(q.shape, seed: 32), dout = randomTensor(q.shape, seed: 33)
         var results: [[Tensor]] = []
-        for small in [true, false] {
+        for small in KernelSet.available.map(Optional.some) + [nil] {  // nil: BLAS, the reference, last
             let out = Tensor(zeros: q.shape), p = Tensor(zeros: [2, shape.heads, g.length, g.length])
             let dq = randomTensor(q.shape, seed: 34), dk = randomTensor(q.shape, seed: 35), dv = randomTensor(q.shape, seed: 36)
-            if small {
-                smallHeadAttentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: p.pointer)
+            if let kernels = small {
+                smallHeadAttentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: p.pointer,
+                                          kernels: kernels)
                 smallHeadAttentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer,
-                                           dout: dout.pointer, dq: dq.pointer, dk: dk.pointer, dv: dv.pointer)
+                                           dout: dout.pointer, dq: dq.pointer, dk: dk.pointer, dv: dv.pointer, kernels: kernels)
             } else {
                 blasAttentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: p.pointer)
                 blasAttentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer,
@@ -118,20 +131,84 @@ import TestSupport
             }
             results.append([out, p, dq, dk, dv])
         }
-        for (fast, reference) in zip(results[0], results[1]) {
-            #expect(maxAbsDifference(fast, reference) < 2e-5)
+        for (set, result) in zip(KernelSet.available, results) {
+            for (fast, reference) in zip(result, results.last!) {
+                #expect(maxAbsDifference(fast, reference) < 2e-5, "\(set)")
+            }
         }
     }
 
-    @Test func fastExpAccuracy() {
-        var worst: Float = 0
-        var x: Float = -80
-        while x < 80 {
-            let exact = Foundation.exp(Double(x))
-            worst = max(worst, Float(abs(Double(fastExp(x)) - exact) / exact))
-            x += 0.0137
+    /// Every set's SiLU and its gradient (through the polynomial exp) against libm in Double, over
+    /// the range where sigmoid is neither 0 nor 1, at a length with a ragged tail.
+    @Test func siluMatchesNaive() {
+        let n = 20_011
+        let x = Tensor(shape: [n], (0..<n).map { Float($0) * 0.004 - 40 })
+        let dy = Tensor(shape: [n], repeating: 1)
+        for kernels in KernelSet.available {
+            let y = Tensor(zeros: [n]), dx = Tensor(shape: [n], repeating: 0.5)
+            siluForward(x.pointer, y.pointer, count: n, kernels: kernels)
+            siluBackward(x.pointer, dy.pointer, dx.pointer, count: n, kernels: kernels)
+            var worstY: Float = 0, worstD: Float = 0
+            for i in 0..<n {
+                let (ey, ed) = siluNaive(x.pointer[i])
+                worstY = max(worstY, abs(y.pointer[i] - ey) / max(abs(ey), 1e-3))
+                worstD = max(worstD, abs(dx.pointer[i] - 0.5 - ed))
+            }
+            #expect(worstY < 2e-6 && worstD < 2e-6, "\(kernels): worst relative error of y \(worstY), of dy/dx \(worstD)")
         }
-        #expect(worst < 3e-7)
+    }
+
+    /// Softmax rows of every set against the definition in Double, rows shorter and longer than a vector.
+    @Test(arguments: [3, 16, 37, 196])
+    func softmaxMatchesNaive(n: Int) {
+        let x = randomTensor([5, n], seed: 40, scale: 6)
+        for kernels in KernelSet.available {
+            let y = x.copy()
+            softmaxRows(y.pointer, rows: 5, n: n, kernels: kernels)
+            for r in 0..<5 {
+                let row = (0..<n).map { Double(x.pointer[r * n + $0]) }, m = row.max()!
+                let e = row.map { Foundation.exp($0 - m) }, total = e.reduce(0, +)
+                for j in 0..<n { #expect(abs(Double(y.pointer[r * n + j]) - e[j] / total) < 1e-6, "\(kernels)") }
+            }
+        }
+    }
+
+    /// GroupNorm with fused SiLU, forward and backward, by every set: all agree with the best one.
+    @Test func groupNormSetsAgree() {
+        let g = GroupNormGeometry(batch: 3, channels: 8, spatial: 49, groups: 4, epsilon: 1e-5)
+        let x = randomTensor([3, 8, 49], seed: 41, scale: 2), dy = randomTensor([3, 8, 49], seed: 42)
+        let gamma = randomTensor([8], seed: 43), beta = randomTensor([8], seed: 44)
+        var results: [[Tensor]] = []
+        for kernels in KernelSet.available {
+            let y = Tensor(zeros: x.shape), mean = Tensor(zeros: [12]), rstd = Tensor(zeros: [12])
+            let dx = Tensor(zeros: x.shape), dg = Tensor(zeros: [8]), db = Tensor(zeros: [8])
+            groupNormForward(g, x: x.pointer, gamma: gamma.pointer, beta: beta.pointer, silu: true, y: y.pointer,
+                             mean: mean.pointer, rstd: rstd.pointer, kernels: kernels)
+            groupNormBackward(g, x: x.pointer, gamma: gamma.pointer, beta: beta.pointer, silu: true, dy: dy.pointer,
+                              mean: mean.pointer, rstd: rstd.pointer, dx: dx.pointer, dgamma: dg.pointer, dbeta: db.pointer,
+                              kernels: kernels)
+            results.append([y, dx, dg, db])
+        }
+        for (set, result) in zip(KernelSet.available, results) {
+            for (a, b) in zip(result, results[0]) { #expect(maxAbsDifference(a, b) < 1e-5, "\(set)") }
+        }
+    }
+
+    /// OpenBLAS runs the kernel this CPU's features call for (SkylakeX with AVX-512, Haswell with
+    /// AVX2), not a generic fallback, unless the user chose one.
+    @Test func blasCoreMatchesCPU() {
+        print("OpenBLAS core: \(BLAS.core) (\(BLAS.coreReason)); kernel sets: \(KernelSet.available)")
+        if BLAS.coreReason == "set by OPENBLAS_CORETYPE" { return }  // the user's choice (CLITests check it is kept)
+        let expected = ["avx512": "SkylakeX", "avx2+fma": "Haswell"][KernelSet.available[0].name]
+        if let expected { #expect(BLAS.core == expected) }
+    }
+
+    /// Every set's peak loop runs and reports a plausible rate.
+    @Test func peakLoops() {
+        for kernels in KernelSet.available {
+            let gflops = kernels.measuredPeakPerCore()
+            #expect(gflops > 1 && gflops < 1000, "\(kernels): \(gflops) GFLOP/s")
+        }
     }
 
     @Test func broadcastPlanMergesAndRejects() {

@@ -153,10 +153,11 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
 
 /// y = conv(x, weight) + bias.
 public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                          bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, algorithm: ConvAlgorithm? = nil) {
+                          bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, algorithm: ConvAlgorithm? = nil,
+                          kernels: KernelSet = .active) {
     switch algorithm ?? .best(for: g) {
-    case .direct: directConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
-    case .winograd: winogradConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
+    case .direct: directConv2dForward(g, x: x, weight: weight, bias: bias, y: y, kernels: kernels)
+    case .winograd: winogradConv2dForward(g, x: x, weight: weight, bias: bias, y: y, kernels: kernels)
     case .columns: columnsConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
     }
 }
@@ -165,10 +166,10 @@ public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
 public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                            dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
-                           algorithm: ConvAlgorithm? = nil) {
+                           algorithm: ConvAlgorithm? = nil, kernels: KernelSet = .active) {
     switch algorithm ?? .best(for: g) {
-    case .direct: directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
-    case .winograd: winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
+    case .direct: directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, kernels: kernels)
+    case .winograd: winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, kernels: kernels)
     case .columns: columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     }
 }

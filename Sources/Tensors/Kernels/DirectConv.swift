@@ -9,10 +9,11 @@ import Dispatch
 /// `lanes` floats: one image's value (lanes 1), or the same pixel of 8 images side by side
 /// (lanes 8, for small planes, where one image's outputs fill few register tiles). Output pixel
 /// (y, x) starts at float q = (y (W + 1) + x) lanes, and its tap (i, j) reads the bordered plane at
-/// q + i pitch + j lanes (pitch = (W + 1) lanes floats), so 8 consecutive output floats take one
+/// q + i pitch + j lanes (pitch = (W + 1) lanes floats), so VL consecutive output floats take one
 /// unaligned vector load per tap. Column W of each output row is computed and dropped. A register
-/// tile is 4 output channels x 24 output floats (16 at lanes 8): 12 accumulators, 7 loads per
-/// 12 FMAs. The tiles sweep a few input channels at a time, whose planes stay in L1.
+/// tile (the kernel set's, CKernels' family/conv.h) is 4 output channels x 3 vectors (2 at lanes
+/// 8): 12 accumulators, 7 loads per 12 FMAs. The tiles sweep a few input channels at a time, whose
+/// planes stay in L1.
 ///
 /// The backward pass reuses the forward tile: dx is the convolution of the bordered dy with the
 /// kernel flipped and its channel axes swapped. dW[o, c, i, j] is a dot product over q of dy[o]
@@ -25,28 +26,32 @@ struct BorderedPlanes {
     let outputs: Int
     /// Floats per bordered plane, with zero slack after it for the reads of the last tile.
     let stride: Int
-    /// Output floats per register tile: 24 (lanes 1) or 16 (lanes 8).
+    /// Output floats per register tile: 3 vectors (lanes 1) or 2 (lanes 8).
     let tile: Int
+    /// Floats per vector of the kernel set.
+    let vector: Int
 
-    /// Lanes 8 where it saves a twentieth of the work: on 7x7 planes, 56 outputs per image
-    /// instead of 72 (one image's 7 x 8 rounded up to 3 tiles of 24).
-    init(height: Int, width: Int, images: Int) {
+    /// Lanes 8 where it saves a twentieth of the work: with 8-float vectors, on 7x7 planes, 56
+    /// outputs per image instead of 72 (one image's 7 x 8 rounded up to 3 tiles of 24).
+    init(height: Int, width: Int, images: Int, kernels: KernelSet) {
         func roundUp(_ n: Int, _ k: Int) -> Int { (n + k - 1) / k * k }
-        let single = images * roundUp(height * (width + 1), 24)
-        let interleaved = roundUp(images, 8) * roundUp(height * (width + 1), 2)
+        let k = kernels.k
+        let single = images * roundUp(height * (width + 1), k.conv_tile)
+        let interleaved = roundUp(images, 8) * roundUp(height * (width + 1), k.conv_interleaved_tile / 8)
         lanes = images >= 8 && 20 * interleaved < 19 * single ? 8 : 1
         self.height = height; self.width = width; self.images = images
+        vector = k.vector_floats
         pitch = (width + 1) * lanes
         groups = (images + lanes - 1) / lanes
-        tile = lanes == 1 ? 24 : 16
+        tile = lanes == 1 ? k.conv_tile : k.conv_interleaved_tile
         outputs = roundUp(height * pitch, tile)
-        stride = roundUp(outputs + 2 * pitch + 2 * lanes, 8)
+        stride = roundUp(outputs + 2 * pitch + 2 * lanes, vector)
     }
 
     /// Offset of pixel (0, 0) in a bordered plane.
     var origin: Int { pitch + lanes }
     /// Floats after the last plane that reads may touch.
-    var slack: Int { 2 * pitch + 2 * lanes + 8 }
+    var slack: Int { 2 * pitch + 2 * lanes + vector }
 
     /// The [N, C, H, W] planes of `source` bordered, channel-major: plane (c, group) starts at
     /// (c groups + group) stride, so one channel's planes of consecutive images follow each other,
@@ -83,80 +88,6 @@ struct BorderedPlanes {
 }
 
 
-/// out[r, q0 ..< q0 + 24] (+)= sum over channels c and taps t of w[c, t, r] planes[c, q0 + offset(t) ...],
-/// for r < 4, offset(i, j) = i pitch + j (lanes 1); `w` is packed [channels, 9, 4]. Adds to `out`
-/// when `accumulate`.
-@inline(__always)
-private func convolveTile(_ planes: UnsafePointer<Float>, stride: Int, pitch: Int, channels: Int,
-                          _ w: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, outStride: Int,
-                          accumulate: Bool) {
-    var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a02 = SIMD8<Float>()
-    var a10 = SIMD8<Float>(), a11 = SIMD8<Float>(), a12 = SIMD8<Float>()
-    var a20 = SIMD8<Float>(), a21 = SIMD8<Float>(), a22 = SIMD8<Float>()
-    var a30 = SIMD8<Float>(), a31 = SIMD8<Float>(), a32 = SIMD8<Float>()
-    if accumulate {
-        a00 = load8(out); a01 = load8(out + 8); a02 = load8(out + 16)
-        a10 = load8(out + outStride); a11 = load8(out + outStride + 8); a12 = load8(out + outStride + 16)
-        a20 = load8(out + 2 * outStride); a21 = load8(out + 2 * outStride + 8); a22 = load8(out + 2 * outStride + 16)
-        a30 = load8(out + 3 * outStride); a31 = load8(out + 3 * outStride + 8); a32 = load8(out + 3 * outStride + 16)
-    }
-    var plane = planes, wc = w
-    for _ in 0..<channels {
-        for i in 0..<3 {
-            for j in 0..<3 {
-                let s = plane + i * pitch + j, wt = wc + (i * 3 + j) * 4
-                let x0 = load8(s), x1 = load8(s + 8), x2 = load8(s + 16)
-                let w0 = SIMD8(repeating: wt[0]), w1 = SIMD8(repeating: wt[1])
-                let w2 = SIMD8(repeating: wt[2]), w3 = SIMD8(repeating: wt[3])
-                a00.addProduct(w0, x0); a01.addProduct(w0, x1); a02.addProduct(w0, x2)
-                a10.addProduct(w1, x0); a11.addProduct(w1, x1); a12.addProduct(w1, x2)
-                a20.addProduct(w2, x0); a21.addProduct(w2, x1); a22.addProduct(w2, x2)
-                a30.addProduct(w3, x0); a31.addProduct(w3, x1); a32.addProduct(w3, x2)
-            }
-        }
-        plane += stride
-        wc += 36
-    }
-    store8(a00, out); store8(a01, out + 8); store8(a02, out + 16)
-    store8(a10, out + outStride); store8(a11, out + outStride + 8); store8(a12, out + outStride + 16)
-    store8(a20, out + 2 * outStride); store8(a21, out + 2 * outStride + 8); store8(a22, out + 2 * outStride + 16)
-    store8(a30, out + 3 * outStride); store8(a31, out + 3 * outStride + 8); store8(a32, out + 3 * outStride + 16)
-}
-
-/// The tile for lanes 8: out[r, q0 ..< q0 + 16], offset(i, j) = i pitch + 8 j. Neighbouring taps
-/// share vectors (5 distinct loads per kernel row), so 4 x 24 would need 17 registers; 4 x 16
-/// needs 13: 8 accumulators, 4 loads and 12 broadcasts per 24 FMAs.
-@inline(__always)
-private func convolveInterleavedTile(_ planes: UnsafePointer<Float>, stride: Int, pitch: Int, channels: Int,
-                                     _ w: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, outStride: Int,
-                                     accumulate: Bool) {
-    var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a10 = SIMD8<Float>(), a11 = SIMD8<Float>()
-    var a20 = SIMD8<Float>(), a21 = SIMD8<Float>(), a30 = SIMD8<Float>(), a31 = SIMD8<Float>()
-    if accumulate {
-        a00 = load8(out); a01 = load8(out + 8); a10 = load8(out + outStride); a11 = load8(out + outStride + 8)
-        a20 = load8(out + 2 * outStride); a21 = load8(out + 2 * outStride + 8)
-        a30 = load8(out + 3 * outStride); a31 = load8(out + 3 * outStride + 8)
-    }
-    var plane = planes, wc = w
-    for _ in 0..<channels {
-        for i in 0..<3 {
-            for j in 0..<3 {
-                let s = plane + i * pitch + 8 * j, wt = wc + (i * 3 + j) * 4
-                let x0 = load8(s), x1 = load8(s + 8)
-                let w0 = SIMD8(repeating: wt[0]), w1 = SIMD8(repeating: wt[1])
-                let w2 = SIMD8(repeating: wt[2]), w3 = SIMD8(repeating: wt[3])
-                a00.addProduct(w0, x0); a01.addProduct(w0, x1); a10.addProduct(w1, x0); a11.addProduct(w1, x1)
-                a20.addProduct(w2, x0); a21.addProduct(w2, x1); a30.addProduct(w3, x0); a31.addProduct(w3, x1)
-            }
-        }
-        plane += stride
-        wc += 36
-    }
-    store8(a00, out); store8(a01, out + 8); store8(a10, out + outStride); store8(a11, out + outStride + 8)
-    store8(a20, out + 2 * outStride); store8(a21, out + 2 * outStride + 8)
-    store8(a30, out + 3 * outStride); store8(a31, out + 3 * outStride + 8)
-}
-
 /// Tap t (of 9) of the 3x3 kernel from `input` to `output` channel in the pass being computed:
 /// w[output, input, t] forward, or, `flipped`, that of the backward data pass, which maps the O
 /// channels of dy to the C of dx: w[input, output, 8 - t].
@@ -186,7 +117,7 @@ private func packWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels
 /// then write (or add, when `accumulate`) the valid pixels to y [N, outPlanes, H, W], plus bias.
 private func convolvePlanes(_ layout: BorderedPlanes, planes: Storage, channels: Int,
                             packed: Storage, outPlanes: Int, bias: UnsafePointer<Float>?,
-                            accumulate: Bool, y: UnsafeMutablePointer<Float>) {
+                            accumulate: Bool, y: UnsafeMutablePointer<Float>, kernels: KernelSet) {
     let blocks = (outPlanes + 3) / 4, (h, w, lanes, pitch) = (layout.height, layout.width, layout.lanes, layout.pitch)
     let pp = SharedPointer(planes.pointer), pw = SharedPointer(packed.pointer), py = SharedPointer(y)
     let pb = bias.map { SharedPointer($0) }
@@ -200,14 +131,9 @@ private func convolvePlanes(_ layout: BorderedPlanes, planes: Storage, channels:
             // a few channels at a time over all tiles, so that their planes stay in L1
             for c0 in Swift.stride(from: 0, to: channels, by: chunk) {
                 let planes = first + c0 * channelStride, count = min(chunk, channels - c0), wc = wb + c0 * 36
+                let tile = lanes == 1 ? kernels.k.conv3x3_tile : kernels.k.conv3x3_interleaved_tile
                 for q0 in Swift.stride(from: 0, to: layout.outputs, by: layout.tile) {
-                    if lanes == 1 {
-                        convolveTile(planes + q0, stride: channelStride, pitch: pitch, channels: count, wc, out + q0,
-                                     outStride: layout.outputs, accumulate: c0 > 0)
-                    } else {
-                        convolveInterleavedTile(planes + q0, stride: channelStride, pitch: pitch, channels: count, wc,
-                                                out + q0, outStride: layout.outputs, accumulate: c0 > 0)
-                    }
+                    tile(planes + q0, channelStride, pitch, count, wc, out + q0, layout.outputs, c0 > 0 ? 1 : 0)
                 }
             }
             for r in 0..<min(4, outPlanes - block * 4) {
@@ -238,64 +164,32 @@ public func isDirectConv(_ g: ConvGeometry) -> Bool {
 
 /// y = conv(x, weight) + bias, for `isDirectConv` geometries.
 func directConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                         bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
-    let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch)
+                         bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
+    let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch, kernels: kernels)
     let planes = layout.border(x, channels: g.channels)
     let packed = packWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false)
     convolvePlanes(layout, planes: planes, channels: g.channels, packed: packed,
-                   outPlanes: g.outChannels, bias: bias, accumulate: false, y: y)
-}
-
-/// acc[r, j] += sum over planes p < planes and q < count of dy[r][p stride + q] x[p stride + q + j lanes],
-/// for r < 4, j < 3.
-@inline(__always)
-private func correlateRows(_ d0: UnsafePointer<Float>, _ d1: UnsafePointer<Float>, _ d2: UnsafePointer<Float>,
-                           _ d3: UnsafePointer<Float>, _ x: UnsafePointer<Float>, lanes: Int, count: Int,
-                           planes: Int, stride: Int, into acc: UnsafeMutablePointer<Float>) {
-    var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a02 = SIMD8<Float>()
-    var a10 = SIMD8<Float>(), a11 = SIMD8<Float>(), a12 = SIMD8<Float>()
-    var a20 = SIMD8<Float>(), a21 = SIMD8<Float>(), a22 = SIMD8<Float>()
-    var a30 = SIMD8<Float>(), a31 = SIMD8<Float>(), a32 = SIMD8<Float>()
-    // 12 accumulators, 3 x vectors and one dy vector at a time: the 16 vector registers exactly
-    for p in 0..<planes {
-        var xq = x + p * stride, q0 = d0 + p * stride, q1 = d1 + p * stride
-        var q2 = d2 + p * stride, q3 = d3 + p * stride
-        for _ in 0..<count / 8 {
-            let x0 = load8(xq), x1 = load8(xq + lanes), x2 = load8(xq + 2 * lanes)
-            var y = load8(q0)
-            a00.addProduct(y, x0); a01.addProduct(y, x1); a02.addProduct(y, x2)
-            y = load8(q1)
-            a10.addProduct(y, x0); a11.addProduct(y, x1); a12.addProduct(y, x2)
-            y = load8(q2)
-            a20.addProduct(y, x0); a21.addProduct(y, x1); a22.addProduct(y, x2)
-            y = load8(q3)
-            a30.addProduct(y, x0); a31.addProduct(y, x1); a32.addProduct(y, x2)
-            xq += 8; q0 += 8; q1 += 8; q2 += 8; q3 += 8
-        }
-    }
-    acc[0] += a00.sum(); acc[1] += a01.sum(); acc[2] += a02.sum()
-    acc[3] += a10.sum(); acc[4] += a11.sum(); acc[5] += a12.sum()
-    acc[6] += a20.sum(); acc[7] += a21.sum(); acc[8] += a22.sum()
-    acc[9] += a30.sum(); acc[10] += a31.sum(); acc[11] += a32.sum()
+                   outPlanes: g.outChannels, bias: bias, accumulate: false, y: y, kernels: kernels)
 }
 
 /// Adds dL/dx (when dx is non-nil), dL/dweight and dL/dbias, for `isDirectConv` geometries.
 func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
-                          dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
-    let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch)
+                          dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+                          kernels: KernelSet = .active) {
+    let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch, kernels: kernels)
     let (n, c, o) = (g.batch, g.channels, g.outChannels)
     let dyPlanes = layout.border(dy, channels: o)
     if let dx {
         let packed = packWeights(weight, outChannels: o, channels: c, flipped: true)
         convolvePlanes(layout, planes: dyPlanes, channels: o, packed: packed,
-                       outPlanes: c, bias: nil, accumulate: true, y: dx)
+                       outPlanes: c, bias: nil, accumulate: true, y: dx, kernels: kernels)
     }
     if let dbias {
         let pdb = SharedPointer(dbias), pdy = SharedPointer(dy), pixels = g.outPixels
         parallelFor(o, cost: n * pixels) { channels in
             for k in channels {
-                for image in 0..<n { pdb[k] += sum(pdy + (image * o + k) * pixels, count: pixels) }
+                for image in 0..<n { pdb[k] += kernels.k.sum(pdy + (image * o + k) * pixels, pixels) }
             }
         }
     }
@@ -311,7 +205,7 @@ func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
     let pdy = SharedPointer(dyPlanes.pointer), px = SharedPointer(xPlanes.pointer)
     let pparts = SharedPointer(partials.pointer)
     let (origin, stride, pitch, lanes) = (layout.origin, layout.stride, layout.pitch, layout.lanes)
-    let count = (g.height * pitch + 7) / 8 * 8
+    let vector = layout.vector, count = (g.height * pitch + vector - 1) / vector * vector
     DispatchQueue.concurrentPerform(iterations: workers) { worker in
         let dw = pparts + worker * wsize
         let acc = UnsafeMutablePointer<Float>.allocate(capacity: 12)
@@ -329,13 +223,7 @@ func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
                     let xk = px + (k * groups + first) * stride
                     for i in 0..<3 {
                         acc.update(repeating: 0, count: 12)
-                        if lanes == 1 {
-                            correlateRows(d0, d1, d2, d3, xk + i * pitch, lanes: 1, count: count, planes: planes,
-                                          stride: stride, into: acc)
-                        } else {
-                            correlateRows(d0, d1, d2, d3, xk + i * pitch, lanes: 8, count: count, planes: planes,
-                                          stride: stride, into: acc)
-                        }
+                        kernels.k.conv3x3_correlate(d0, d1, d2, d3, xk + i * pitch, lanes, count, planes, stride, acc)
                         for r in 0..<4 {
                             let base = dw + (((block * 4 + r) * c + k) * 3 + i) * 3
                             for j in 0..<3 { base[j] += acc[r * 3 + j] }

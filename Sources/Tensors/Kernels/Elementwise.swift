@@ -1,5 +1,8 @@
-/// Elementwise kernels: plain scalar loops over raw pointers, which the compiler vectorises
-/// (build with `-target-cpu haswell` for AVX2 + FMA), split across cores when large.
+import Foundation
+
+/// Elementwise kernels, split across cores when large: plain scalar loops over raw pointers, which
+/// the compiler vectorises (memory-bound: SSE does as well as AVX here), and SiLU, whose polynomial
+/// exp wants FMA and wide vectors, from the active kernel set.
 
 /// dst[i] += scale * src[i], i < count.
 public func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
@@ -22,27 +25,26 @@ public func affineForward(_ x: UnsafePointer<Float>, scale: Float, shift: Float,
 }
 
 /// y = x * sigmoid(x).
-public func siluForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+public func siluForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int,
+                        kernels: KernelSet = .active) {
     let xs = SharedPointer(x), ys = SharedPointer(y)
-    parallelFor(count, cost: 8) { r in
-        for i in r {
-            let v = xs[i]
-            ys[i] = v / (1 + fastExp(-v))
-        }
-    }
+    parallelFor(count, cost: 8) { r in kernels.k.silu_affine(xs + r.lowerBound, 1, 0, ys + r.lowerBound, r.count) }
 }
 
 /// dx += dy * s (1 + x (1 - s)), s = sigmoid(x).
 public func siluBackward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
-                         _ dx: UnsafeMutablePointer<Float>, count: Int) {
+                         _ dx: UnsafeMutablePointer<Float>, count: Int, kernels: KernelSet = .active) {
     let xs = SharedPointer(x), gs = SharedPointer(dy), ds = SharedPointer(dx)
     parallelFor(count, cost: 8) { r in
-        for i in r {
-            let v = xs[i]
-            let s = sigmoid(v)
-            ds[i] += gs[i] * s * (1 + v * (1 - s))
-        }
+        kernels.k.silu_affine_backward(xs + r.lowerBound, 1, 0, gs + r.lowerBound, ds + r.lowerBound, r.count, 1)
     }
+}
+
+/// The naive twin of SiLU and its gradient, in Double with libm's exp: y = x sigmoid(x),
+/// dydx = s (1 + x (1 - s)).
+public func siluNaive(_ x: Float) -> (y: Float, dydx: Float) {
+    let v = Double(x), s = 1 / (1 + Foundation.exp(-v))
+    return (Float(v * s), Float(s * (1 + v * (1 - s))))
 }
 
 // MARK: - Broadcasting

@@ -18,7 +18,8 @@ public struct GroupNormGeometry: Sendable {
 
 public func groupNormForward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
                              beta: UnsafePointer<Float>, silu: Bool, y: UnsafeMutablePointer<Float>,
-                             mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+                             mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                             kernels: KernelSet = .active) {
     let px = SharedPointer(x), py = SharedPointer(y), pm = SharedPointer(mean), pr = SharedPointer(rstd)
     let pgam = SharedPointer(gamma), pbet = SharedPointer(beta)
     let cpg = g.channels / g.groups, size = g.groupSize
@@ -27,10 +28,10 @@ public func groupNormForward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, ga
             let base = px + ng * size
             // two passes (mean, then squared deviations): no cancellation when |mean| >> std
             var s = 0.0
-            for c in 0..<cpg { s += Double(sum(base + c * g.spatial, count: g.spatial)) }
+            for c in 0..<cpg { s += Double(kernels.k.sum(base + c * g.spatial, g.spatial)) }
             let m = s / Double(size), mf = Float(m)
             var s2 = 0.0
-            for c in 0..<cpg { s2 += Double(sumOfSquaredDeviations(base + c * g.spatial, from: mf, count: g.spatial)) }
+            for c in 0..<cpg { s2 += Double(kernels.k.sum_squared_deviations(base + c * g.spatial, mf, g.spatial)) }
             let r = 1 / (s2 / Double(size) + Double(g.epsilon)).squareRoot()
             pm[ng] = Float(m); pr[ng] = Float(r)
             let channel0 = ng % g.groups * cpg
@@ -39,7 +40,7 @@ public func groupNormForward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, ga
                 let shift = pbet[channel0 + c] - Float(m) * scale
                 let src = base + c * g.spatial, dst = py + ng * size + c * g.spatial
                 if silu {
-                    for i in 0..<g.spatial { let v = src[i] * scale + shift; dst[i] = v / (1 + fastExp(-v)) }
+                    kernels.k.silu_affine(src, scale, shift, dst, g.spatial)
                 } else {
                     for i in 0..<g.spatial { dst[i] = src[i] * scale + shift }
                 }
@@ -54,7 +55,7 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
                               beta: UnsafePointer<Float>, silu: Bool, dy: UnsafePointer<Float>,
                               mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                               dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
-                              dbeta: UnsafeMutablePointer<Float>?) {
+                              dbeta: UnsafeMutablePointer<Float>?, kernels: KernelSet = .active) {
     let cpg = g.channels / g.groups, size = g.groupSize
     // per (n, c) sums of dy' and dy' xhat, where dy' is the gradient before the affine transform
     let partial = Storage(uninitializedCount: 2 * g.batch * g.channels)
@@ -74,18 +75,14 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
                 let ch = channel0 + c, gam = pgam[ch], bet = pbet[ch]
                 let xs = px + ng * size + c * g.spatial, gs = pdy + ng * size + c * g.spatial
                 let dc = d + c * g.spatial
-                if silu {
-                    for i in 0..<g.spatial {
-                        let v = (xs[i] - m) * r * gam + bet
-                        let s = sigmoid(v)
-                        dc[i] = gs[i] * s * (1 + v * (1 - s))
-                    }
+                if silu {  // the pre-activation again: v = (x - m) r gam + bet
+                    kernels.k.silu_affine_backward(xs, r * gam, bet - m * r * gam, gs, dc, g.spatial, 0)
                 } else {
                     dc.update(from: gs, count: g.spatial)
                 }
                 // sum d and sum d xhat, with xhat = (x - m) r
-                let a = sum(dc, count: g.spatial)
-                let b = r * (dot(dc, xs, count: g.spatial) - m * a)
+                let a = kernels.k.sum(dc, g.spatial)
+                let b = r * (kernels.k.dot(dc, xs, g.spatial) - m * a)
                 pp[n * g.channels + ch] = a
                 pp[nc + n * g.channels + ch] = b
                 sumD += Double(a * gam); sumDX += Double(b * gam)

@@ -1,23 +1,17 @@
+import CKernels
 import Dispatch
-import CBLAS
-
-/// OpenBLAS runs single-threaded: our own loops split every product across cores. (Left to its
-/// own threads, its idle workers spin in sched_yield after each call and take the cores our
-/// kernels need: 12% of all cycles in a U-Net step, measured.)
-let blasIsSingleThreaded: Void = openblas_set_num_threads(1)
 
 /// C[m, n] = alpha * op(A) op(B) + beta * C, row-major, through OpenBLAS on the calling thread.
-/// op(A) is [m, k]: A is stored [m, lda] or, transposed, [k, lda]; likewise B.
+/// op(A) is [m, k]: A is stored [m, lda] or, transposed, [k, lda]; likewise B. OpenBLAS runs
+/// single-threaded (our own loops split every product across cores; left to its own threads, its
+/// idle workers spin in sched_yield after each call and take the cores our kernels need: 12% of
+/// all cycles in a U-Net step, measured), loaded with the best core for the CPU (CKernels' blas.c).
 @inline(__always)
 public func gemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                  b: UnsafePointer<Float>, ldb: Int,
                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
-    _ = blasIsSingleThreaded
-    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans,
-                transposeB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
-                beta, c, Int32(ldc))
+    ddpm_sgemm(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 /// `gemm` split across cores: the rows of C (or its columns, when there are more of them) in

@@ -46,10 +46,11 @@ func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: 
 
 /// y (+)= conv(x, w) (+ bias) for x [N, C, H, W] and U from `winogradWeights`. Each core takes its
 /// own images, a chunk at a time: copy them channels-last into a zero border, transform every
-/// 4x4 block 8 channels per vector into V [16, tiles, C8], 16 sgemms M = V U, and transform back.
+/// 4x4 block 8 channels per vector into V [16, tiles, C8], 16 sgemms M = V U, and transform back
+/// (the transforms are the kernel set's, CKernels' family/winograd.h).
 func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, outChannels o: Int,
                     x: UnsafePointer<Float>, u: Storage, bias: UnsafePointer<Float>?,
-                    accumulate: Bool, y: UnsafeMutablePointer<Float>) {
+                    accumulate: Bool, y: UnsafeMutablePointer<Float>, kernels: KernelSet) {
     let th = (h + 1) / 2, tw = (w + 1) / 2, perImage = th * tw
     let (cp, op) = (vectorPadded(c), vectorPadded(o))
     let ph = 2 * th + 2, pw = 2 * tw + 2  // the padded image: one zero row and column before, the rest after
@@ -77,89 +78,39 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
                     }
                 }
             }
-            // V[xi][t][k] = (B^T d B)[xi] for the 4x4 block d under tile t, 8 channels at a time
+            // V[xi][t][k] = (B^T d B)[xi] for the 4x4 block d under tile t
             let vplane = tiles * cp
-            for image in 0..<nb {
-                for ty in 0..<th {
-                    for tx in 0..<tw {
-                        let t = image * perImage + ty * tw + tx
-                        let d = p + ((image * ph + 2 * ty) * pw + 2 * tx) * cp, q = v.pointer + t * cp
-                        for k in Swift.stride(from: 0, to: cp, by: 8) {
-                            func at(_ r: Int, _ col: Int) -> SIMD8<Float> { load8(d + (r * pw + col) * cp + k) }
-                            // B^T d, a row of four vectors at a time, then each row times B
-                            func put(_ e: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>), _ r: Int) {
-                                let base = q + 4 * r * vplane + k
-                                store8(e.0 - e.2, base); store8(e.1 + e.2, base + vplane)
-                                store8(e.2 - e.1, base + 2 * vplane); store8(e.1 - e.3, base + 3 * vplane)
-                            }
-                            let d0 = (at(0, 0), at(0, 1), at(0, 2), at(0, 3)), d1 = (at(1, 0), at(1, 1), at(1, 2), at(1, 3))
-                            let d2 = (at(2, 0), at(2, 1), at(2, 2), at(2, 3)), d3 = (at(3, 0), at(3, 1), at(3, 2), at(3, 3))
-                            put((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), 0)
-                            put((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), 1)
-                            put((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), 2)
-                            put((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), 3)
-                        }
-                    }
-                }
-            }
+            kernels.k.winograd_input(p, nb, th, tw, ph, pw, cp, v.pointer)
             // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
             for xi in 0..<16 {
                 gemm(m: tiles, n: op, k: cp, a: v.pointer + xi * vplane, lda: cp, b: pu + xi * cp * op, ldb: op,
                      c: m.pointer + xi * tiles * op, ldc: op)
             }
-            // Y = A^T M A, a 2x2 block of 8 channels per tile, clipped at odd edges
-            let mplane = tiles * op
-            for image in 0..<nb {
-                for ty in 0..<th {
-                    for tx in 0..<tw {
-                        let t = image * perImage + ty * tw + tx, s = m.pointer + t * op
-                        let (yy, xx) = (2 * ty, 2 * tx), right = xx + 1 < w, below = yy + 1 < h
-                        for k in Swift.stride(from: 0, to: op, by: 8) {
-                            func at(_ xi: Int) -> SIMD8<Float> { load8(s + xi * mplane + k) }
-                            // A^T M by columns, then each row times A
-                            let s0 = (at(0) + at(4) + at(8), at(1) + at(5) + at(9), at(2) + at(6) + at(10), at(3) + at(7) + at(11))
-                            let s1 = (at(4) - at(8) - at(12), at(5) - at(9) - at(13), at(6) - at(10) - at(14), at(7) - at(11) - at(15))
-                            let b = load8(pb + k)
-                            let y00 = s0.0 + s0.1 + s0.2 + b, y01 = s0.1 - s0.2 - s0.3 + b
-                            let y10 = s1.0 + s1.1 + s1.2 + b, y11 = s1.1 - s1.2 - s1.3 + b
-                            for lane in 0..<min(8, o - k) {
-                                let out = py + ((n0 + image) * o + k + lane) * h * w + yy * w + xx
-                                if accumulate {
-                                    out[0] += y00[lane]
-                                    if right { out[1] += y01[lane] }
-                                    if below { out[w] += y10[lane]; if right { out[w + 1] += y11[lane] } }
-                                } else {
-                                    out[0] = y00[lane]
-                                    if right { out[1] = y01[lane] }
-                                    if below { out[w] = y10[lane]; if right { out[w + 1] = y11[lane] } }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            // Y = A^T M A, a 2x2 block per tile, clipped at odd edges
+            kernels.k.winograd_output(m.pointer, nb, th, tw, op, pb.base, o, h, w, accumulate ? 1 : 0, py + n0 * o * h * w)
         }
     }
 }
 
 /// y = conv(x, weight) + bias, for `isDirectConv` geometries.
 func winogradConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                           bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
+                           bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
     let u = winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false)
     winogradConv2d(batch: g.batch, channels: g.channels, height: g.height, width: g.width, outChannels: g.outChannels,
-                   x: x, u: u, bias: bias, accumulate: false, y: y)
+                   x: x, u: u, bias: bias, accumulate: false, y: y, kernels: kernels)
 }
 
 /// Adds dL/dx by Winograd, and dL/dweight and dL/dbias by the direct kernel.
 func winogradConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                             dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
-                            dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
+                            dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+                            kernels: KernelSet = .active) {
     if let dx {
         let u = winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: true)
         winogradConv2d(batch: g.batch, channels: g.outChannels, height: g.height, width: g.width, outChannels: g.channels,
-                       x: dy, u: u, bias: nil, accumulate: true, y: dx)
+                       x: dy, u: u, bias: nil, accumulate: true, y: dx, kernels: kernels)
     }
     if dweight != nil || dbias != nil {
-        directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: nil, dweight: dweight, dbias: dbias)
+        directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: nil, dweight: dweight, dbias: dbias, kernels: kernels)
     }
 }

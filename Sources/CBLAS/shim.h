@@ -1,2 +1,0 @@
-// OpenBLAS's C interface (Debian: libopenblas-dev).
-#include <cblas.h>

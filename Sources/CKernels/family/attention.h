@@ -1,0 +1,108 @@
+// Small-head attention microkernels: K^T and V^T are [d, L] so every inner loop runs over L
+// contiguous floats, and query rows go two at a time so that each vector of K^T or V^T serves both.
+
+// Two rows of scores, 4 vectors of keys x 2 rows in eight registers, then single vectors (the last
+// overlapping the one before), then scalars when L is under one vector.
+static void K(attention_score_rows)(const float *q0, const float *q1, const float *kt, long l, long d,
+                                    float *row0, float *row1) {
+    long j = 0;
+    for (; j + 4 * VL <= l; j += 4 * VL) {
+        vf a[4] = {{0}}, b[4] = {{0}};
+        for (long e = 0; e < d; e++) {
+            const float *k = kt + e * l + j;
+            vf x = vsplat(q0[e]), y = vsplat(q1[e]);
+            for (int v = 0; v < 4; v++) {
+                vf kv = vload(k + v * VL);
+                a[v] = x * kv + a[v];
+                b[v] = y * kv + b[v];
+            }
+        }
+        for (int v = 0; v < 4; v++) { vstore(row0 + j + v * VL, a[v]); vstore(row1 + j + v * VL, b[v]); }
+    }
+    while (j < l && l >= VL) {
+        if (j > l - VL) j = l - VL;
+        vf a = {0}, b = {0};
+        for (long e = 0; e < d; e++) {
+            vf kv = vload(kt + e * l + j);
+            a = q0[e] * kv + a;
+            b = q1[e] * kv + b;
+        }
+        vstore(row0 + j, a); vstore(row1 + j, b);
+        j += VL;
+    }
+    for (; j < l; j++) {
+        float a = 0, b = 0;
+        for (long e = 0; e < d; e++) { a += q0[e] * kt[e * l + j]; b += q1[e] * kt[e * l + j]; }
+        row0[j] = a; row1[j] = b;
+    }
+}
+
+// Two rows of outputs, four columns of V^T x 2 rows at a time; a ragged end of L by one more
+// vector overlapping the last whole one, its already summed lanes masked out.
+static void K(attention_weighted_rows)(const float *p0, const float *p1, const float *vt, long l, long d,
+                                       float *out0, float *out1) {
+    long whole = l / VL * VL;
+    vf mask;
+    for (int lane = 0; lane < VL; lane++) mask[lane] = lane >= VL - (l - whole) ? 1.0f : 0.0f;
+    long e = 0;
+    for (; e + 4 <= d && l >= VL; e += 4) {
+        vf a[4] = {{0}}, b[4] = {{0}};
+        for (long j = 0; j < whole; j += VL) {
+            vf x = vload(p0 + j), y = vload(p1 + j);
+            for (int c = 0; c < 4; c++) {
+                vf t = vload(vt + (e + c) * l + j);
+                a[c] = x * t + a[c];
+                b[c] = y * t + b[c];
+            }
+        }
+        if (whole < l) {
+            long j = l - VL;
+            vf x = vload(p0 + j) * mask, y = vload(p1 + j) * mask;
+            for (int c = 0; c < 4; c++) {
+                vf t = vload(vt + (e + c) * l + j);
+                a[c] = x * t + a[c];
+                b[c] = y * t + b[c];
+            }
+        }
+        for (int c = 0; c < 4; c++) { out0[e + c] = vsum(a[c]); out1[e + c] = vsum(b[c]); }
+    }
+    for (; e < d; e++) {
+        out0[e] = K(dot)(p0, vt + e * l, l);
+        out1[e] = K(dot)(p1, vt + e * l, l);
+    }
+}
+
+// Blocks of 4 x 2 vectors accumulate over all rows, each step 6 loads for 8 FMAs; a last partial
+// block of columns overlaps the one before.
+static void K(attention_outer_product_sum)(const float *a, long sa, const float *b, long sb, long rows, long d,
+                                           long l, float scale, float *t) {
+    long e = 0;
+    for (; e + 4 <= d && l >= 2 * VL; e += 4) {
+        for (long j = 0; j < l; j += 2 * VL) {
+            long jj = j < l - 2 * VL ? j : l - 2 * VL;
+            vf acc[4][2] = {{{0}}};
+            for (long i = 0; i < rows; i++) {
+                const float *ar = a + i * sa + e, *br = b + i * sb + jj;
+                vf x = vload(br), y = vload(br + VL);
+                for (int c = 0; c < 4; c++) {
+                    vf s = vsplat(ar[c]);
+                    acc[c][0] = s * x + acc[c][0];
+                    acc[c][1] = s * y + acc[c][1];
+                }
+            }
+            for (int c = 0; c < 4; c++) {
+                vstore(t + (e + c) * l + jj, acc[c][0] * scale);
+                vstore(t + (e + c) * l + jj + VL, acc[c][1] * scale);
+            }
+        }
+    }
+    for (; e < d; e++) {  // rows of t left over (d not a multiple of 4, or L under two vectors)
+        float *te = t + e * l;
+        for (long j = 0; j < l; j++) te[j] = 0;
+        for (long i = 0; i < rows; i++) {
+            float c = scale * a[i * sa + e];
+            const float *br = b + i * sb;
+            for (long j = 0; j < l; j++) te[j] += c * br[j];
+        }
+    }
+}

@@ -1,0 +1,54 @@
+// SiLU, optionally after an affine map (GroupNorm's scale and shift fused in): y = v sigmoid(v),
+// v = x scale + shift, and its gradient s (1 + v (1 - s)).
+
+static void K(silu_affine)(const float *x, float scale, float shift, float *y, long n) {
+    long i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf v = vload(x + i) * scale + shift;
+        vstore(y + i, v / (1.0f + vexp(-v)));
+    }
+    for (; i < n; i++) {
+        float v = x[i] * scale + shift;
+        y[i] = v / (1.0f + sexp(-v));
+    }
+}
+
+static void K(silu_affine_backward)(const float *x, float scale, float shift, const float *dy, float *d, long n,
+                                    int accumulate) {
+    long i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf v = vload(x + i) * scale + shift;
+        vf s = 1.0f / (1.0f + vexp(-v));
+        vf g = vload(dy + i) * s * (1.0f + v * (1.0f - s));
+        vstore(d + i, accumulate ? vload(d + i) + g : g);
+    }
+    for (; i < n; i++) {
+        float v = x[i] * scale + shift;
+        float s = 1.0f / (1.0f + sexp(-v));
+        float g = dy[i] * s * (1.0f + v * (1.0f - s));
+        d[i] = accumulate ? d[i] + g : g;
+    }
+}
+
+static void K(softmax_row)(float *row, long n) {
+    float m = K(maximum)(row, n);
+    vf total = {0};
+    long i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf e = vexp(vload(row + i) - m);
+        vstore(row + i, e);
+        total += e;
+    }
+    float s = vsum(total);
+    for (; i < n; i++) { row[i] = sexp(row[i] - m); s += row[i]; }
+    float inv = 1.0f / s;
+    for (i = 0; i + VL <= n; i += VL) vstore(row + i, vload(row + i) * inv);
+    for (; i < n; i++) row[i] *= inv;
+}
+
+static void K(softmax_backward_row)(const float *y, float *g, long n) {
+    float yg = K(dot)(y, g, n);
+    long i = 0;
+    for (; i + VL <= n; i += VL) vstore(g + i, vload(y + i) * (vload(g + i) - yg));
+    for (; i < n; i++) g[i] = y[i] * (g[i] - yg);
+}

@@ -1,0 +1,63 @@
+// The vector of one kernel set: VL floats (defined by the set's file before including this).
+// a * b + c in one expression becomes one FMA where the set has FMA (clang contracts within an
+// expression by default); the portable set gets a multiply and an add.
+#include <stdint.h>
+#include <string.h>
+
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef int32_t vi __attribute__((vector_size(VL * 4)));
+typedef float v8 __attribute__((vector_size(32)));
+
+static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf vsplat(float s) { return (vf){0} + s; }
+static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+
+static inline float vsum(vf v) {
+    float s = 0;
+    for (int i = 0; i < VL; i++) s += v[i];
+    return s;
+}
+
+/// exp(x) by range reduction and the exponent bit trick: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by
+/// its Taylor polynomial to degree 6 (relative error about 1.5e-7), 2^n written into the exponent
+/// bits. n is rounded by adding 1.5 2^23, which leaves it in the low mantissa bits.
+static inline vf vexp(vf x) {
+    x = __builtin_elementwise_min(__builtin_elementwise_max(x, vsplat(-87.0f)), vsplat(88.0f));
+    vf shifted = x * 1.44269504f + 12582912.0f;
+    vf n = shifted - 12582912.0f;
+    vf r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-6f;
+    vf p = vsplat(1.0f / 720);
+    p = p * r + (1.0f / 120);
+    p = p * r + (1.0f / 24);
+    p = p * r + (1.0f / 6);
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    vi bits = ((vi)shifted - 0x4B400000 + 127) << 23;
+    return p * (vf)bits;
+}
+
+/// The same for one float (tails).
+static inline float sexp(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float shifted = x * 1.44269504f + 12582912.0f;
+    float n = shifted - 12582912.0f;
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-6f;
+    float p = 1.0f / 720;
+    p = p * r + (1.0f / 120);
+    p = p * r + (1.0f / 24);
+    p = p * r + (1.0f / 6);
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits;
+    memcpy(&bits, &shifted, 4);
+    bits = (bits - 0x4B400000 + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}

@@ -1,0 +1,105 @@
+// swift-ddpm's hot kernels in C, one set per instruction set, picked once per process from the CPU.
+//
+// Swift has no per-function target attribute, and a package that others depend on may not pass
+// -target-cpu, so every kernel that wants AVX2 or AVX-512 lives here: each family (family/*.h) is
+// written once over a vector of VL floats and compiled three times, under
+// __attribute__((target("avx512f,..."))) with VL 16, under target("avx2,fma") with VL 8, and plain
+// with VL 8 (SSE2 on x86-64, NEON on AArch64). ddpm_kernels() fills one table at first use from
+// __builtin_cpu_supports, or from DDPM_KERNELS (portable, avx2, avx512), which can only lower the
+// choice. The kernels know nothing of dispatch; Swift (Tensors/Kernels) plans layouts and threads
+// and calls them through the table. Naive twins stay in Swift, and the tests hold every set the CPU
+// can run against them.
+#ifndef DDPM_CKERNELS_H
+#define DDPM_CKERNELS_H
+
+#include <stddef.h>
+
+typedef struct ddpm_kernel_set {
+    /// "avx512", "avx2+fma" or "portable".
+    const char *_Nonnull name;
+    /// Floats per vector (VL): 16 or 8.
+    long vector_floats;
+    /// 12 independent chains of `iterations` vector FMAs (24 VL FLOPs an iteration): the set's peak,
+    /// measured (`ddpm info`). Returns a value that depends on every chain.
+    float (*_Nonnull fma_loop)(long iterations);
+
+    // Direct 3x3 convolution on bordered planes (Tensors/Kernels/DirectConv.swift has the layout).
+    /// Output floats of one register tile: 3 VL (one image per pixel) and 2 VL (8 images per pixel).
+    long conv_tile, conv_interleaved_tile;
+    /// out[r, 0 ..< conv_tile] (+)= sum over c < channels and taps (i, j) of w[c, 3 i + j, r]
+    /// planes[c stride + i pitch + j], r < 4; w packed [channels, 9, 4].
+    void (*_Nonnull conv3x3_tile)(const float *_Nonnull planes, long stride, long pitch, long channels,
+                                  const float *_Nonnull w, float *_Nonnull out, long out_stride, int accumulate);
+    /// The same with 8 images side by side in each pixel: taps at i pitch + 8 j, conv_interleaved_tile floats.
+    void (*_Nonnull conv3x3_interleaved_tile)(const float *_Nonnull planes, long stride, long pitch, long channels,
+                                              const float *_Nonnull w, float *_Nonnull out, long out_stride, int accumulate);
+    /// acc[3 r + j] += sum over p < planes, q < count of d_r[p stride + q] x[p stride + q + j lanes];
+    /// count a multiple of VL.
+    void (*_Nonnull conv3x3_correlate)(const float *_Nonnull d0, const float *_Nonnull d1, const float *_Nonnull d2,
+                                       const float *_Nonnull d3, const float *_Nonnull x, long lanes, long count,
+                                       long planes, long stride, float *_Nonnull acc);
+
+    // Winograd F(2x2, 3x3) transforms (Tensors/Kernels/WinogradConv.swift), 8 channels per step.
+    /// v[xi][t][k] = (B^T d B)[xi] for every 4x4 block d of the channels-last padded images.
+    void (*_Nonnull winograd_input)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,
+                                    long padded_height, long padded_width, long channels8, float *_Nonnull v);
+    /// y (+)= A^T m A + bias, y [images, out_channels, height, width].
+    void (*_Nonnull winograd_output)(const float *_Nonnull m, long images, long tiles_y, long tiles_x, long out8,
+                                     const float *_Nonnull bias8, long out_channels, long height, long width,
+                                     int accumulate, float *_Nonnull y);
+
+    // Small-head attention (Tensors/Kernels/Attention.swift).
+    /// rowN[j] = sum_e qN[e] kt[e l + j], j < l.
+    void (*_Nonnull attention_score_rows)(const float *_Nonnull q0, const float *_Nonnull q1, const float *_Nonnull kt,
+                                          long length, long head_dim, float *_Nonnull row0, float *_Nonnull row1);
+    /// outN[e] = dot(pN, vt[e l ...]), e < d.
+    void (*_Nonnull attention_weighted_rows)(const float *_Nonnull p0, const float *_Nonnull p1, const float *_Nonnull vt,
+                                             long length, long head_dim, float *_Nonnull out0, float *_Nonnull out1);
+    /// t[e, j] = scale sum_i a[i sa + e] b[i sb + j], e < d, j < l.
+    void (*_Nonnull attention_outer_product_sum)(const float *_Nonnull a, long sa, const float *_Nonnull b, long sb,
+                                                 long rows, long head_dim, long length, float scale, float *_Nonnull t);
+    /// Softmax of one row in place.
+    void (*_Nonnull softmax_row)(float *_Nonnull row, long n);
+    /// g = y (g - dot(y, g)) in place.
+    void (*_Nonnull softmax_backward_row)(const float *_Nonnull y, float *_Nonnull g, long n);
+
+    // Elementwise and reductions.
+    /// y = silu(x scale + shift).
+    void (*_Nonnull silu_affine)(const float *_Nonnull x, float scale, float shift, float *_Nonnull y, long n);
+    /// d (+)= dy silu'(x scale + shift), silu'(v) = s (1 + v (1 - s)), s = sigmoid(v).
+    void (*_Nonnull silu_affine_backward)(const float *_Nonnull x, float scale, float shift, const float *_Nonnull dy,
+                                          float *_Nonnull d, long n, int accumulate);
+    float (*_Nonnull sum)(const float *_Nonnull x, long n);
+    float (*_Nonnull dot)(const float *_Nonnull x, const float *_Nonnull y, long n);
+    /// sum (x[i] - m)^2.
+    float (*_Nonnull sum_squared_deviations)(const float *_Nonnull x, float m, long n);
+    /// The largest of x[0 ..< n], n >= 1.
+    float (*_Nonnull maximum)(const float *_Nonnull x, long n);
+} ddpm_kernel_set;
+
+/// The set this process uses, chosen at the first call.
+const ddpm_kernel_set *_Nonnull ddpm_kernels(void);
+
+/// The sets this CPU can run, best first: `*count` of them.
+const ddpm_kernel_set *_Nonnull const *_Nonnull ddpm_kernel_sets_available(int *_Nonnull count);
+
+/// Why the active set was chosen (the CPU's features, or DDPM_KERNELS).
+const char *_Nonnull ddpm_kernels_reason(void);
+
+// OpenBLAS, loaded at first use with dlopen after OPENBLAS_CORETYPE is set from the CPU's features
+// (unless the user set it): Debian's OpenBLAS 0.3.21 falls back to its oldest kernel on CPUs it
+// does not know (Emerald Rapids: Prescott, 5x slower sgemm), and the variable is read only when
+// the library initialises, which for a linked library is before main.
+
+/// C = alpha op(A) op(B) + beta C, row-major (cblas_sgemm), single-threaded.
+void ddpm_sgemm(int transpose_a, int transpose_b, long m, long n, long k, float alpha,
+                const float *_Nonnull a, long lda, const float *_Nonnull b, long ldb,
+                float beta, float *_Nonnull c, long ldc);
+
+/// OpenBLAS's name for the kernel it runs (openblas_get_corename), e.g. "SkylakeX", "Haswell".
+const char *_Nonnull ddpm_blas_core(void);
+
+/// How the core was chosen: "set by OPENBLAS_CORETYPE", "chosen from the CPU", or "OpenBLAS's own detection".
+const char *_Nonnull ddpm_blas_core_reason(void);
+
+#endif

@@ -1,0 +1,11 @@
+// The AVX-512 set: 16-float vectors, 32 registers (Skylake-SP and later Xeons, AMD Zen 4).
+#include "CKernels.h"
+
+#if defined(__x86_64__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"))), apply_to = function)
+#define SET avx512
+#define SET_NAME "avx512"
+#define VL 16
+#include "family/set.h"
+#pragma clang attribute pop
+#endif
