@@ -174,8 +174,7 @@ public struct Denoising: Sequence, IteratorProtocol {
         }
         let both = unet(Tensor.joined([sample, sample]), timesteps: times + times,
                         classLabels: classLabels + Array(repeating: null, count: n))
-        let conditional = both.slice(0..<n), unconditional = both.slice(n..<(2 * n))
-        return unconditional + (conditional - unconditional) * guidanceScale
+        return classifierFreeGuidance(conditional: both.slice(0..<n), unconditional: both.slice(n..<(2 * n)), scale: guidanceScale)
     }
 
     public mutating func next() -> Step? {
@@ -194,6 +193,12 @@ public struct Denoising: Sequence, IteratorProtocol {
         while next() != nil {}
         return sample
     }
+}
+
+/// Classifier-free guidance (Ho & Salimans 2022) in diffusers' convention, s = 1 + w:
+/// eps = eps_uncond + s (eps_cond - eps_uncond); s = 1 is the conditional prediction itself.
+public func classifierFreeGuidance(conditional: Tensor, unconditional: Tensor, scale: Float) -> Tensor {
+    scale == 1 ? conditional : unconditional + (conditional - unconditional) * scale
 }
 
 public enum PipelineError: Error, CustomStringConvertible, Equatable {

@@ -15,6 +15,12 @@ struct Sample: ParsableCommand {
             Scheduler settings come from the folder's scheduler_config.json; flags override them. \
             A .png output is a grid of the images; a .npy output holds the final samples [N, C, H, W] \
             exactly as the last scheduler step returns them. Without --model, the bundled model is used.
+
+            A class-conditional model draws the class --class names: a name from the folder's id2label \
+            (case does not matter), an index, `all` (image i gets class i mod K: every class in turn, the \
+            default) or `none` (the null label: the unconditional model). --guidance-scale W follows the \
+            label more strongly by classifier-free guidance, in diffusers' convention: \
+            eps = eps_uncond + W (eps_cond - eps_uncond); W = 1 is plain conditional sampling.
             """)
 
     @Option(help: "Model folder (diffusers pipeline or unet folder). Default: the bundled model.") var model: String?
@@ -28,6 +34,9 @@ struct Sample: ParsableCommand {
     @Option(help: "Output file: .png (a grid) or .npy (raw samples).") var output = "samples.png"
     @Option(help: "Also write a strip of x_t at evenly spaced steps, noise to image, to this PNG.") var progression: String?
     @Option(help: "Images denoised at once.") var batchSize = 64
+    @Option(name: .customLong("class"), help: "Class-conditional models: a class name, an index, all or none (default all).")
+    var classLabel: String?
+    @Option(help: "Classifier-free guidance scale W (1: none; class-conditional models).") var guidanceScale: Float = 1
 
     func validate() throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
@@ -37,6 +46,7 @@ struct Sample: ParsableCommand {
         guard output.hasSuffix(".png") || output.hasSuffix(".npy") else { throw ValidationError("--output must end in .png or .npy") }
         if let progression, !progression.hasSuffix(".png") { throw ValidationError("--progression must end in .png") }
         if eta > 0 && sampler == .ddpm { throw ValidationError("--eta applies to the ddim sampler only") }
+        guard guidanceScale.isFinite && guidanceScale >= 0 else { throw ValidationError("--guidance-scale must be 0 or more") }
     }
 
     func run() throws {
@@ -62,6 +72,7 @@ struct Sample: ParsableCommand {
         }
 
         let n = start.shape[0]
+        let labels = try classLabels(for: pipeline, count: n)
         let frames = min(10, scheduler.timesteps.count)
         let frameSteps = Set((1...frames).map { scheduler.timesteps.count * $0 / frames - 1 })
         let shown = min(n, 8)
@@ -73,7 +84,8 @@ struct Sample: ParsableCommand {
         var done = 0
         for b in stride(from: 0, to: n, by: batchSize) {
             let m = min(batchSize, n - b)
-            var loop = pipeline.denoise(start.slice(b..<(b + m)), with: scheduler, using: rng)
+            var loop = pipeline.denoise(start.slice(b..<(b + m)), with: scheduler, classLabels: labels.map { Array($0[b..<(b + m)]) },
+                                        guidanceScale: guidanceScale, using: rng)
             while let step = loop.next() {
                 done += 1
                 bar.update(done, detail: String(format: "%.2f img/s", Double(b + m * (step.index + 1) / step.count) / Date().timeIntervalSince(began)))
@@ -90,6 +102,31 @@ struct Sample: ParsableCommand {
         if let progression { try progressionStrip(strip).writePNG(to: URL(fileURLWithPath: progression)) }
         print(String(format: "wrote %@: %d images, %@ %d steps in %.1f s (%.2f images/s)",
                      output, n, kind.rawValue, scheduler.timesteps.count, seconds, Double(n) / seconds))
+    }
+
+    /// The label of each image: --class resolved against the model's classes (every class in turn
+    /// when not given); nil for an unconditional model, which refuses --class and guidance.
+    func classLabels(for pipeline: Pipeline, count n: Int) throws -> [Int]? {
+        guard let null = pipeline.unet.config.nullClassLabel, let k = pipeline.classCount else {
+            if pipeline.unet.config.isClassConditional {
+                throw CommandError("the model's class embedding has no num_class_embeds: cannot tell its classes or null label")
+            }
+            if classLabel != nil || guidanceScale != 1 {
+                throw ValidationError("--class and --guidance-scale need a class-conditional model (num_class_embeds); this one is unconditional")
+            }
+            return nil
+        }
+        let names = pipeline.classNames ?? (0..<k).map(String.init)
+        switch classLabel?.lowercased() {
+        case nil, "all": return (0..<n).map { $0 % k }
+        case "none": return Array(repeating: null, count: n)
+        case let wanted?:
+            if let i = names.firstIndex(where: { $0.lowercased() == wanted }) ?? Int(wanted), i >= 0, i < k {
+                return Array(repeating: i, count: n)
+            }
+            throw ValidationError("--class \(classLabel!): not a class of this model; its classes are "
+                                  + names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", ") + ", or all, none")
+        }
     }
 
     /// One row per image, one column per frame.

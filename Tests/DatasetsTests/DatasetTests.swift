@@ -60,9 +60,69 @@ import TestSupport
         #expect(notLabels?.description.contains("not an IDX label file") == true)
     }
 
+    func labelFile(_ labels: [UInt8]) -> Data {
+        var d = Data()
+        for v in [UInt32(0x0801), UInt32(labels.count)] { withUnsafeBytes(of: v.bigEndian) { d.append(contentsOf: $0) } }
+        return d + Data(labels)
+    }
+
+    /// Labels beside IDX images, CIFAR-10's label byte (names from batches.meta.txt), class
+    /// sub-folders (sorted names, as torchvision's ImageFolder), and --labels .npy, with bad ones refused.
+    @Test func labelsFromEverySource() throws {
+        let dir = temporaryDirectory()
+        try idx(3, 4, 4).write(to: dir.appendingPathComponent("train-images-idx3-ubyte"))
+        try labelFile([2, 0, 1]).write(to: dir.appendingPathComponent("train-labels-idx1-ubyte"))
+        let d = try ImageDataset.load(dir.path, channels: 1, size: 4)
+        #expect(d.labels?.values == [2, 0, 1] && d.labels?.names == ["0", "1", "2"])
+        try labelFile([2, 0]).write(to: dir.appendingPathComponent("train-labels-idx1-ubyte"))
+        let short = #expect(throws: FormatError.self) { try ImageDataset.load(dir.path, channels: 1, size: 4) }
+        #expect(short?.description.contains("2 labels for 3 images") == true, "\(short?.description ?? "")")
+
+        let cifar = temporaryDirectory()
+        var record = Data([9]) + Data((0..<3072).map { UInt8($0 % 251) })
+        try (record + record).write(to: cifar.appendingPathComponent("data_batch_1.bin"))
+        let c = try ImageDataset.load(cifar.path, channels: 3, size: 32)
+        #expect(c.labels?.values == [9, 9] && c.labels?.names == ClassLabels.cifar10Names)
+        try Data("a\nb\nc\n".utf8).write(to: cifar.appendingPathComponent("batches.meta.txt"))
+        record[0] = 2
+        try record.write(to: cifar.appendingPathComponent("data_batch_1.bin"))
+        #expect(try ImageDataset.load(cifar.path, channels: 3, size: 32).labels?.names == ["a", "b", "c"])
+        record[0] = 12  // not one of CIFAR-10's classes
+        try record.write(to: cifar.appendingPathComponent("data_batch_1.bin"))
+        let outside = #expect(throws: FormatError.self) { try ImageDataset.load(cifar.path, channels: 3, size: 32) }
+        #expect(outside?.description.contains("label 12 of image 0 is outside the 10 classes") == true, "\(outside?.description ?? "")")
+
+        let folder = temporaryDirectory()
+        for (name, count) in [("dogs", 2), ("cats", 1)] {
+            let sub = folder.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
+            for i in 0..<count {
+                try Image(width: 4, height: 4, channels: 1, pixels: Array(repeating: 9, count: 16)).writePNG(to: sub.appendingPathComponent("\(i).png"))
+            }
+        }
+        let f = try ImageDataset.load(folder.path, channels: 1, size: 4)
+        #expect(f.count == 3 && f.labels?.names == ["cats", "dogs"] && f.labels?.values == [0, 1, 1])
+
+        let npy = temporaryDirectory()
+        let images = npy.appendingPathComponent("x.npy"), labels = npy.appendingPathComponent("y.npy")
+        try NPY.encode(shape: [3, 1, 4, 4], float32: Array(repeating: 0, count: 48)).write(to: images)
+        try NPY.encode(shape: [3], int64: [4, 0, 4]).write(to: labels)
+        let n = try ImageDataset.load(images.path, channels: 1, size: 4, labels: labels.path)
+        #expect(n.labels?.values == [4, 0, 4] && n.labels?.classCount == 5)
+        try NPY.encode(shape: [2], int64: [1, 0]).write(to: labels)
+        let count = #expect(throws: FormatError.self) { try ImageDataset.load(images.path, channels: 1, size: 4, labels: labels.path) }
+        #expect(count?.description.contains("2 labels for 3 images") == true)
+        try NPY.encode(shape: [3], int64: [1, -1, 0]).write(to: labels)
+        let negative = #expect(throws: FormatError.self) { try ImageDataset.load(images.path, channels: 1, size: 4, labels: labels.path) }
+        #expect(negative?.description.contains("label -1 of image 1") == true, "\(negative?.description ?? "")")
+        try NPY.encode(shape: [3], float32: [1, 0, 0]).write(to: labels)
+        #expect(throws: FormatError.self) { try ImageDataset.load(images.path, channels: 1, size: 4, labels: labels.path) }
+    }
+
     @Test func fashionMNISTFromDebian() throws {
         let d = try ImageDataset.load("fashion-mnist", channels: 1, size: 28)
         #expect(d.count == 60_000 && d.height == 28 && d.width == 28)
+        #expect(d.labels?.names == ClassLabels.fashionMNISTNames && d.labels?.values.count == 60_000)
         let values = UnsafeBufferPointer(start: d.pixels.pointer, count: 784 * 100)
         #expect(values.allSatisfy { $0 >= -1 && $0 <= 1 } && values.contains { $0 > 0.5 })
     }
