@@ -5,9 +5,14 @@ import Layers
 import Testing
 import Tensors
 
-/// The model `ddpm sample` uses by default, as committed under `models/`.
-let bundledModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+/// The model `ddpm sample` uses by default, as committed under `models/` (or another folder named
+/// by $DDPM_MODEL, as for the CLI, to measure a candidate with these tests).
+let bundledModel = ProcessInfo.processInfo.environment["DDPM_MODEL"].map { URL(fileURLWithPath: $0) }
+    ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("models/fashion-mnist")
+
+/// The guidance scale the README's grid of the bundled model uses.
+let readmeGuidanceScale: Float = 3
 let fashionMNIST = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
 
 @Suite struct BundledModelTests {
@@ -17,7 +22,9 @@ let fashionMNIST = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
     /// zero gives (training's loss is about 0.04). Untrained, misloaded or mis-wired weights fail.
     @Test func predictsNoiseOnHeldOutImages() throws {
         let pipeline = try Pipeline.load(bundledModel)
-        #expect(pipeline.unet.config == UNetConfig.Preset.fmnist.config)
+        var unconditional = pipeline.unet.config
+        unconditional.numClassEmbeds = nil; unconditional.classEmbedding = nil
+        #expect(unconditional == UNetConfig.Preset.fmnist.config)
         let test = try ImageDataset.idx(fashionMNIST.appendingPathComponent("t10k-images-idx3-ubyte.gz"))
         let n = 64
         let x0 = Tensor(shape: [n, 1, 28, 28], Array(UnsafeBufferPointer(start: test.pixels.pointer, count: n * 784)))
@@ -26,10 +33,19 @@ let fashionMNIST = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
         var rng = RandomGenerator(seed: 3)
         let noise = Tensor.randomNormal(x0.shape, using: &rng)
         let xt = schedule.addNoise(x0, noise: noise, timesteps: timesteps)
-        let prediction = withoutGradients { pipeline.unet(xt, timesteps: timesteps.map(Float.init)) }
+        let labels = pipeline.unet.config.nullClassLabel.map { Array(repeating: $0, count: n) }  // p(x)
+        let prediction = withoutGradients { pipeline.unet(xt, timesteps: timesteps.map(Float.init), classLabels: labels) }
         let error = meanSquaredError(prediction, noise).item
-        print("bundled model: noise-prediction MSE \(error) on \(n) held-out images")
+        print("bundled model: noise-prediction MSE \(error) on \(n) held-out images" + (labels == nil ? "" : " (null label)"))
         #expect(error < 0.08, "noise-prediction MSE \(error)")
+        if labels != nil {
+            // with the images' own labels, no worse than the unconditional model it replaced (0.035)
+            let truth = try ImageDataset.idxLabels(fashionMNIST.appendingPathComponent("t10k-labels-idx1-ubyte.gz"))
+            let conditional = withoutGradients { pipeline.unet(xt, timesteps: timesteps.map(Float.init), classLabels: Array(truth.prefix(n))) }
+            let conditionalError = meanSquaredError(conditional, noise).item
+            print("bundled model: noise-prediction MSE \(conditionalError) with the images' labels")
+            #expect(conditionalError <= 0.035, "noise-prediction MSE with labels \(conditionalError)")
+        }
     }
 
     /// Samples look like Fashion-MNIST's ten classes: a classifier trained here on the training set
@@ -47,8 +63,9 @@ let fashionMNIST = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
 
         let pipeline = try Pipeline.load(bundledModel)
         var rng = RandomGenerator(seed: 0)
+        let labels = pipeline.unet.config.nullClassLabel.map { Array(repeating: $0, count: 48) }  // p(x)
         var loop = pipeline.denoise(Tensor.randomNormal(pipeline.sampleShape(count: 48), using: &rng),
-                                    with: try pipeline.scheduler(.ddim, steps: 20), using: rng)
+                                    with: try pipeline.scheduler(.ddim, steps: 20), classLabels: labels, using: rng)
         let samples = loop.run()
         let drawn = guesses(withoutGradients { classifier(samples.reshaped([48, 784])).softmax() })
         var histogram = [Int](repeating: 0, count: 10)
@@ -59,6 +76,37 @@ let fashionMNIST = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
         #expect(accuracy > 0.8, "classifier accuracy \(accuracy)")
         #expect(histogram.filter { $0 > 0 }.count >= 8, "samples per class \(histogram)")
         #expect(confidence > 0.8 * realConfidence, "confidence \(confidence) on samples, \(realConfidence) on test images")
+    }
+
+    /// A class-conditional bundled model draws the class it is asked for: the classifier assigns at
+    /// least 90% of 20 DDIM-20 samples of each class to that class at the README's guidance scale,
+    /// and guidance raises the share over W = 1. $DDPM_GUIDANCE_SWEEP="1,2,3,5" prints every class's
+    /// share at those scales too.
+    @Test func samplesFollowTheirClass() throws {
+        let pipeline = try Pipeline.load(bundledModel)
+        guard let k = pipeline.classCount else { return }  // an unconditional bundled model: nothing to ask
+        #expect(pipeline.classNames == ClassLabels.fashionMNISTNames)
+        let classifier = try fashionMNISTClassifier()
+        let perClass = 20
+        func shares(_ scale: Float) throws -> [Float] {
+            var rng = RandomGenerator(seed: 1)
+            let labels = (0..<(k * perClass)).map { $0 / perClass }
+            var loop = pipeline.denoise(Tensor.randomNormal(pipeline.sampleShape(count: labels.count), using: &rng),
+                                        with: try pipeline.scheduler(.ddim, steps: 20), classLabels: labels,
+                                        guidanceScale: scale, using: rng)
+            let drawn = guesses(withoutGradients { classifier(loop.run().reshaped([labels.count, 784])).softmax() })
+            return (0..<k).map { c in Float((0..<perClass).filter { drawn[c * perClass + $0].label == c }.count) / Float(perClass) }
+        }
+        let sweep = ProcessInfo.processInfo.environment["DDPM_GUIDANCE_SWEEP"]?.split(separator: ",").compactMap { Float($0) } ?? []
+        var results: [Float: [Float]] = [:]
+        for scale in Set([1, readmeGuidanceScale] + sweep).sorted() {
+            results[scale] = try shares(scale)
+            let mean = results[scale]!.reduce(0, +) / Float(k)
+            print("guidance \(scale): share of samples the classifier puts in their class, per class \(results[scale]!), mean \(mean)")
+        }
+        let guided = results[readmeGuidanceScale]!, plain = results[1]!
+        #expect(guided.allSatisfy { $0 >= 0.9 }, "per-class shares at W = \(readmeGuidanceScale): \(guided)")
+        #expect(guided.reduce(0, +) > plain.reduce(0, +), "guidance \(guided) against W = 1 \(plain)")
     }
 
     /// The most probable class of each row of `probabilities` [N, 10], with its probability.

@@ -10,7 +10,13 @@ typedef float v8 __attribute__((vector_size(32)));
 
 static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
-static inline vf vsplat(float s) { return (vf){0} + s; }
+/// s in every lane (a loop the compiler turns into one broadcast; `(vf){0} + s` would add, since
+/// 0 + -0 is +0).
+static inline vf vsplat(float s) {
+    vf v;
+    for (int i = 0; i < VL; i++) v[i] = s;
+    return v;
+}
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 

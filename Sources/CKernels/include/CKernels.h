@@ -24,7 +24,8 @@ typedef struct ddpm_kernel_set {
     float (*_Nonnull fma_loop)(long iterations);
 
     // Direct 3x3 convolution on bordered planes (Tensors/Kernels/DirectConv.swift has the layout).
-    /// Output floats of one register tile: 3 VL (one image per pixel) and 2 VL (8 images per pixel).
+    /// Output floats of one register tile: 3 VL with 32 registers, else 2 VL (one image per pixel),
+    /// and 2 VL (8 images per pixel).
     long conv_tile, conv_interleaved_tile;
     /// out[r, 0 ..< conv_tile] (+)= sum over c < channels and taps (i, j) of w[c, 3 i + j, r]
     /// planes[c stride + i pitch + j], r < 4; w packed [channels, 9, 4].
