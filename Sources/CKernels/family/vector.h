@@ -46,24 +46,5 @@ static inline vf vexp(vf x) {
     return p * (vf)bits;
 }
 
-/// The same for one float (tails).
-static inline float sexp(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float shifted = x * 1.44269504f + 12582912.0f;
-    float n = shifted - 12582912.0f;
-    float r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187e-6f;
-    float p = 1.0f / 720;
-    p = p * r + (1.0f / 120);
-    p = p * r + (1.0f / 24);
-    p = p * r + (1.0f / 6);
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits;
-    memcpy(&bits, &shifted, 4);
-    bits = (bits - 0x4B400000 + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
-}
+/// The same for one float (the tails of rows), by the same polynomial.
+static inline float sexp(float x) { return vexp(vsplat(x))[0]; }
