@@ -98,7 +98,7 @@ struct Sample: ParsableCommand {
         let seconds = Date().timeIntervalSince(began)
 
         let url = URL(fileURLWithPath: output)
-        if output.hasSuffix(".npy") { try NPY.write(result, to: url) } else { try imageGrid(result).writePNG(to: url) }
+        if output.hasSuffix(".npy") { try NPY.write(result, to: url) } else { try grid(result, labels: labels).writePNG(to: url) }
         if let progression { try progressionStrip(strip).writePNG(to: URL(fileURLWithPath: progression)) }
         print(String(format: "wrote %@: %d images, %@ %d steps in %.1f s (%.2f images/s)",
                      output, n, kind.rawValue, scheduler.timesteps.count, seconds, Double(n) / seconds))
@@ -127,6 +127,19 @@ struct Sample: ParsableCommand {
             throw ValidationError("--class \(classLabel!): not a class of this model; its classes are "
                                   + names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", ") + ", or all, none")
         }
+    }
+
+    /// The PNG grid: when every class is drawn in turn (image i of class i mod K) and each as often,
+    /// one row per class; otherwise as many columns as rows.
+    func grid(_ images: Tensor, labels: [Int]?) -> Image {
+        let n = images.shape[0], k = Set(labels ?? []).count
+        guard let labels, k > 1, n % k == 0, labels.enumerated().allSatisfy({ $0.element == $0.offset % k }) else {
+            return imageGrid(images)
+        }
+        let columns = n / k
+        // grid position i, in row i / columns (the class) and column i % columns, shows image (i % columns) k + i / columns
+        let byClass = (0..<n).map { i in (i % columns) * k + i / columns }.map { images.slice($0..<($0 + 1)) }
+        return imageGrid(Tensor.joined(byClass), columns: columns)
     }
 
     /// One row per image, one column per frame.
