@@ -30,14 +30,19 @@ public struct ImageDataset: @unchecked Sendable {
         ImageDataset(pixels: pixels, count: count, channels: channels, height: height, width: width, source: source, labels: labels)
     }
 
+    /// Which part of a source: training images, or the test set where the source has one.
+    public enum Split: String, Sendable { case train, test }
+
     /// Debian's package `dataset-fashion-mnist`.
     public static let fashionMNISTFolder = "/usr/share/datasets/fashion-mnist"
 
     /// Loads `source` and fits it to the model: `channels` (grey and RGB convert into each other)
     /// and a square `size` (image folders are resized and centre-cropped; other sources must match).
     /// `source` is `fashion-mnist`, an IDX folder or file, a CIFAR-10 folder, an image folder or a `.npy`.
-    /// `labels`, a `.npy` of integers, gives (or replaces) the images' class labels.
-    public static func load(_ source: String, channels: Int, size: Int, labels: String? = nil) throws -> ImageDataset {
+    /// `labels`, a `.npy` of integers, gives (or replaces) the images' class labels. `split` .test
+    /// reads the source's test set where it has one (IDX `t10k-*` files, CIFAR-10's `test_batch.bin`).
+    public static func load(_ source: String, channels: Int, size: Int, labels: String? = nil,
+                            split: Split = .train) throws -> ImageDataset {
         let path = source == "fashion-mnist" ? fashionMNISTFolder : source
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
@@ -52,10 +57,14 @@ public struct ImageDataset: @unchecked Sendable {
             if path.hasSuffix(".npy") { data = try npy(url) } else { data = try idx(url) }
         } else {
             let names = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
-            if let images = names.first(where: { $0.hasPrefix("train-images-idx3-ubyte") }) {
+            let trainIDX = names.first { $0.hasPrefix("train-images-idx3-ubyte") }, testIDX = names.first { $0.hasPrefix("t10k-images-idx3-ubyte") }
+            let trainCIFAR = names.filter { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") }
+            if let images = split == .test ? testIDX ?? trainIDX : trainIDX {
                 data = try idx(url.appendingPathComponent(images))
-            } else if names.contains(where: { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") }) {
-                data = try cifar10(url, files: names.filter { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") })
+            } else if split == .test && names.contains("test_batch.bin") {
+                data = try cifar10(url, files: ["test_batch.bin"])
+            } else if !trainCIFAR.isEmpty {
+                data = try cifar10(url, files: trainCIFAR)
             } else {
                 data = try imageFolder(url, names: names, channels: channels, size: size)
             }
