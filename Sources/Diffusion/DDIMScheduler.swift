@@ -41,7 +41,8 @@ public struct DDIMScheduler: Scheduler {
         return ((1 - abarPrev) / (1 - abar) * (1 - abar / abarPrev)).squareRoot()
     }
 
-    public func step(_ modelOutput: Tensor, timestep t: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
+    public func step(_ output: Tensor, timestep t: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
+        let modelOutput = splitVariance(output, sample: sample).prediction  // DDIM ignores a learned variance
         let abarPrev = alphaCumprod(previousTimestep(t))
         let x0 = clippedOriginal(modelOutput, sample: sample, timestep: t)
         let eps = useClippedModelOutput

@@ -48,10 +48,32 @@ public struct DDPMScheduler: Scheduler {
             return max((1 - c.abarPrev) / (1 - c.abar) * c.beta, 1e-20).squareRoot()
         case .fixedLarge, .fixedLargeLog:
             return c.beta.squareRoot()
+        case .learned, .learnedRange:
+            preconditionFailure("a learned variance comes from the model output (standardDeviations)")
         }
     }
 
-    public func step(_ modelOutput: Tensor, timestep t: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
+    /// The standard deviation of the noise added at step t for each element, from the model's
+    /// variance values when the variance is learned (diffusers' `_get_variance`): learned_range
+    /// exp(0.5 (f log beta_t + (1 - f) log posterior variance)), f = (v + 1) / 2; learned sqrt(v).
+    func standardDeviations(_ t: Int, variance: Tensor?) -> Tensor? {
+        guard config.varianceType.isLearned, let variance else { return nil }
+        let c = coefficients(t)
+        let minLog = Foundation.log(max((1 - c.abarPrev) / (1 - c.abar) * c.beta, 1e-20)), maxLog = Foundation.log(c.beta)
+        let out = variance.copy()
+        for i in 0..<out.count {
+            let v = variance.pointer[i]
+            out.pointer[i] = config.varianceType == .learned
+                ? v.squareRoot()
+                : Foundation.exp(0.5 * ((v + 1) / 2 * maxLog + (1 - (v + 1) / 2) * minLog))
+        }
+        return out
+    }
+
+    public func step(_ output: Tensor, timestep t: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
+        let (modelOutput, variance) = splitVariance(output, sample: sample)
+        precondition(!config.varianceType.isLearned || variance != nil,
+                     "variance_type \(config.varianceType.rawValue) needs a model output of twice the sample's channels")
         let c = coefficients(t)
         let x0 = clippedOriginal(modelOutput, sample: sample, timestep: t)
         let x0Coefficient = c.abarPrev.squareRoot() * c.beta / (1 - c.abar)
@@ -59,7 +81,11 @@ public struct DDPMScheduler: Scheduler {
         var previous = linearCombination(x0Coefficient, x0, sampleCoefficient, sample)
         if t > 0 {
             guard let noise else { preconditionFailure("DDPM step at t = \(t) needs noise") }
-            previous = linearCombination(1, previous, standardDeviation(t), noise)
+            if let deviations = standardDeviations(t, variance: variance) {
+                previous = previous + deviations * noise
+            } else {
+                previous = linearCombination(1, previous, standardDeviation(t), noise)
+            }
         }
         return SchedulerStep(previousSample: previous, predictedOriginal: x0)
     }

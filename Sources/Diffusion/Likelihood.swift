@@ -21,7 +21,7 @@ public struct VariationalBound: Sendable {
     let abar: [Double], abarPrevious: [Double]
     /// Posterior q(x_{t-1} | x_t, x_0): mean coefficients of x_0 and x_t, clipped log variance.
     let meanX0: [Double], meanXt: [Double], posteriorLogVariance: [Double]
-    /// The model's log variance at each t.
+    /// The model's log variance at each t (fixed variances), or log beta_t (learned_range's upper end).
     let modelLogVariance: [Double]
 
     public init(config: SchedulerConfig) {
@@ -42,6 +42,8 @@ public struct VariationalBound: Sendable {
         case .fixedLarge, .fixedLargeLog:
             let large: [Double] = (n > 1 ? [variance[1]] : []) + betas.dropFirst()
             modelLogVariance = large.map { Foundation.log($0) }
+        case .learned, .learnedRange:  // the model's, per element; log beta_t is the upper end of learned_range
+            modelLogVariance = betas.map { Foundation.log($0) }
         }
     }
 
@@ -57,22 +59,70 @@ public struct VariationalBound: Sendable {
 
     /// L_{t-1} (t > 0) or L_0 (t = 0) in bits per dimension for one image: x_0 and x_t, D values
     /// each, and the model's output at (x_t, t).
-    public func term(t: Int, x0: UnsafePointer<Float>, xt: UnsafePointer<Float>, modelOutput: Tensor) -> Double {
-        let d = modelOutput.count
-        let xtTensor = Tensor(shape: modelOutput.shape, Array(UnsafeBufferPointer(start: xt, count: d)))
+    public func term(t: Int, x0: UnsafePointer<Float>, xt: UnsafePointer<Float>, modelOutput output: Tensor) -> Double {
+        var shape = output.shape
+        let learned = config.varianceType.isLearned
+        if learned { shape[1] /= 2 }
+        let d = shape.reduce(1, *)
+        let modelOutput = learned ? output.channels(0..<shape[1]) : output
+        let variance = learned ? output.channels(shape[1]..<(2 * shape[1])) : nil
+        let xtTensor = Tensor(shape: shape, Array(UnsafeBufferPointer(start: xt, count: d)))
         let estimate = schedule.originalSample(from: modelOutput, type: config.predictionType, sample: xtTensor, timestep: t)
         var total = 0.0
         for i in 0..<d {
             let predicted = min(max(Double(estimate.pointer[i]), -1), 1)  // clip_denoised, as calc_bpd_loop
             let mean = meanX0[t] * predicted + meanXt[t] * Double(xt[i])
+            let logVariance = variance.map { learnedLogVariance(t: t, value: Double($0.pointer[i])) } ?? modelLogVariance[t]
             if t == 0 {
-                total -= discretizedGaussianLogLikelihood(Double(x0[i]), mean: mean, logScale: 0.5 * modelLogVariance[0])
+                total -= discretizedGaussianLogLikelihood(Double(x0[i]), mean: mean, logScale: 0.5 * logVariance)
             } else {
                 let trueMean = meanX0[t] * Double(x0[i]) + meanXt[t] * Double(xt[i])
-                total += normalKL(mean1: trueMean, logVariance1: posteriorLogVariance[t], mean2: mean, logVariance2: modelLogVariance[t])
+                total += normalKL(mean1: trueMean, logVariance1: posteriorLogVariance[t], mean2: mean, logVariance2: logVariance)
             }
         }
         return total / Double(d) / M_LN2
+    }
+
+    /// A learned variance's log at t from the model's value v: learned_range interpolates the
+    /// clipped posterior log variance and log beta_t by (v + 1) / 2 (improved-diffusion); learned
+    /// takes v as the variance (diffusers).
+    func learnedLogVariance(t: Int, value v: Double) -> Double {
+        if config.varianceType == .learned { return Foundation.log(max(v, 1e-20)) }
+        let f = (v + 1) / 2
+        return f * modelLogVariance[t] + (1 - f) * posteriorLogVariance[t]
+    }
+
+    /// L_vlb for training a learned_range variance (Nichol & Dhariwal 2021, the hybrid loss): the
+    /// batch's terms L_{t-1} (L_0 at t = 0) in bits per dimension, averaged, times T / 1000 (as
+    /// improved-diffusion scales it), differentiable in the variance values only: the mean comes
+    /// from `prediction` with its gradient stopped, so L_simple alone trains it.
+    public func learnedVarianceLoss(prediction: Tensor, variance: Tensor, x0: Tensor, xt: Tensor, timesteps: [Int]) -> Tensor {
+        precondition(config.varianceType == .learnedRange, "the hybrid loss trains learned_range variances")
+        let n = x0.shape[0], per = x0.count / n
+        let estimate = Tensor.joined((0..<n).map { i in
+            schedule.originalSample(from: prediction.detached.slice(i..<(i + 1)), type: config.predictionType,
+                                    sample: xt.slice(i..<(i + 1)), timestep: timesteps[i])
+        })
+        let modelMean = Tensor(zeros: x0.shape), trueMean = Tensor(zeros: x0.shape), posterior = Tensor(zeros: x0.shape)
+        var scale = [Float](), shift = [Float](), isFirst = [Float]()
+        for i in 0..<n {
+            let t = timesteps[i], (lo, hi) = (posteriorLogVariance[t], modelLogVariance[t])
+            scale.append(Float((hi - lo) / 2)); shift.append(Float((hi + lo) / 2)); isFirst.append(t == 0 ? 1 : 0)
+            for j in (i * per)..<((i + 1) * per) {
+                let predicted = min(max(Double(estimate.pointer[j]), -1), 1)
+                modelMean.pointer[j] = Float(meanX0[t] * predicted + meanXt[t] * Double(xt.pointer[j]))
+                trueMean.pointer[j] = Float(meanX0[t] * Double(x0.pointer[j]) + meanXt[t] * Double(xt.pointer[j]))
+                posterior.pointer[j] = Float(lo)
+            }
+        }
+        let column = [n] + Array(repeating: 1, count: x0.rank - 1)
+        // log variance = f log beta_t + (1 - f) log posterior variance, f = (v + 1) / 2
+        let logVariance = variance * Tensor(shape: column, scale) + Tensor(shape: column, shift)
+        let kl = logVariance.gaussianKL(mean1: trueMean, logVariance1: posterior, mean2: modelMean)
+        let nll = logVariance.discretizedGaussianNLL(x: x0, mean: modelMean)
+        let first = Tensor(shape: column, isFirst)
+        let terms = kl + (nll - kl) * first
+        return terms.mean() * Float(Double(schedule.count) / 1000 / M_LN2)
     }
 
     /// Every term of the bound for one image x_0 [1, C, H, W]: `noise(t)` gives the draw of x_t's
@@ -102,23 +152,10 @@ public func normalKL(mean1: Double, logVariance1: Double, mean2: Double, logVari
            + (mean1 - mean2) * (mean1 - mean2) * Foundation.exp(-logVariance2))
 }
 
-/// The standard normal CDF by the tanh approximation improved-diffusion uses (so figures compare).
-func approximateNormalCDF(_ x: Double) -> Double {
-    0.5 * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
-}
-
-/// log P(x) for x one of 256 bins of width 2/255 over [-1, 1] under N(mean, e^(2 logScale)) (nats):
-/// the mass of x's bin, the outermost bins open to -infinity and +infinity; probabilities are
-/// clamped at 1e-12, as improved-diffusion's `discretized_gaussian_log_likelihood` does.
+/// log P(x) of the discretised Gaussian decoder (Tensors' `discretizedLogLikelihood`, in nats).
 public func discretizedGaussianLogLikelihood(_ x: Double, mean: Double, logScale: Double) -> Double {
-    let centred = x - mean, inverseScale = Foundation.exp(-logScale)
-    let cdfPlus = approximateNormalCDF(inverseScale * (centred + 1 / 255))
-    let cdfMinus = approximateNormalCDF(inverseScale * (centred - 1 / 255))
-    if x < -0.999 { return Foundation.log(max(cdfPlus, 1e-12)) }
-    if x > 0.999 { return Foundation.log(max(1 - cdfMinus, 1e-12)) }
-    return Foundation.log(max(cdfPlus - cdfMinus, 1e-12))
+    discretizedLogLikelihood(x, mean: mean, logScale: logScale).value
 }
-
 /// The bound over a set of images: each image's total, and the terms averaged over images.
 public struct BitsPerDimension: Sendable {
     /// L for each image, bits per dimension.

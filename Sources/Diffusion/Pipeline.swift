@@ -75,7 +75,11 @@ public final class Pipeline {
             throw ConfigError(index, key: "id2label", "names \(classNames.count) classes; the unet's num_class_embeds \(null + 1) "
                                 + "holds \(null) classes and the null label")
         }
-        if classNames != nil && !config.isClassConditional {
+        if schedulerConfig.varianceType.isLearned && config.outChannels != 2 * config.inChannels {
+            throw ConfigError(configFile, key: "out_channels", "is \(config.outChannels); a learned variance (variance_type "
+                                + "\(schedulerConfig.varianceType.rawValue)) needs twice in_channels, \(2 * config.inChannels)")
+        }
+                if classNames != nil && !config.isClassConditional {
             throw ConfigError(index, key: "id2label", "names classes, but the unet has no class embedding (num_class_embeds)")
         }
         return Pipeline(unet: unet, schedulerConfig: schedulerConfig, classNames: classNames)
@@ -174,7 +178,14 @@ public struct Denoising: Sequence, IteratorProtocol {
         }
         let both = unet(Tensor.joined([sample, sample]), timesteps: times + times,
                         classLabels: classLabels + Array(repeating: null, count: n))
-        return classifierFreeGuidance(conditional: both.slice(0..<n), unconditional: both.slice(n..<(2 * n)), scale: guidanceScale)
+        let conditional = both.slice(0..<n), unconditional = both.slice(n..<(2 * n)), c = sample.shape[1]
+        guard both.shape[1] == 2 * c else {
+            return classifierFreeGuidance(conditional: conditional, unconditional: unconditional, scale: guidanceScale)
+        }
+        // a learned variance: guide the prediction, keep the conditional half's variance (as DiT does)
+        let guided = classifierFreeGuidance(conditional: conditional.channels(0..<c), unconditional: unconditional.channels(0..<c),
+                                            scale: guidanceScale)
+        return concatChannels([guided, conditional.channels(c..<(2 * c))])
     }
 
     public mutating func next() -> Step? {

@@ -10,6 +10,12 @@ public struct SchedulerConfig: Equatable, Sendable {
     public enum PredictionType: String, Sendable, CaseIterable { case epsilon, sample, vPrediction = "v_prediction" }
     public enum VarianceType: String, Sendable, CaseIterable {
         case fixedSmall = "fixed_small", fixedSmallLog = "fixed_small_log", fixedLarge = "fixed_large", fixedLargeLog = "fixed_large_log"
+        /// The model outputs 2C channels, the second half the variance (Nichol & Dhariwal 2021):
+        /// `learned_range` v in [-1, 1] interpolates log beta_t and the posterior's log variance,
+        /// `learned` is the variance itself (as diffusers' DDPMScheduler reads it).
+        case learned = "learned", learnedRange = "learned_range"
+
+        public var isLearned: Bool { self == .learned || self == .learnedRange }
     }
     public enum TimestepSpacing: String, Sendable, CaseIterable { case leading, trailing, linspace }
 

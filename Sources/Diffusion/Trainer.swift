@@ -49,6 +49,8 @@ public final class Trainer {
     public private(set) var log: [(step: Int, loss: Float, learningRate: Float)] = []
 
     public var unet: UNet2DModel { pipeline.unet }
+    /// For a learned_range variance: the bound whose terms train it.
+    let learnedVariance: VariationalBound?
 
     public init(pipeline: Pipeline, options: TrainingOptions) {
         self.pipeline = pipeline
@@ -58,6 +60,7 @@ public final class Trainer {
                           weightDecay: options.weightDecay)
         ema = ExponentialMovingAverage(parameters: pipeline.unet.parameterTensors, decay: .warmup(maxDecay: options.emaDecay))
         rng = RandomGenerator(seed: options.seed &+ 1)
+        learnedVariance = pipeline.schedulerConfig.varianceType == .learnedRange ? VariationalBound(config: pipeline.schedulerConfig) : nil
     }
 
     /// One optimiser step on a batch x_0 [B, C, H, W] in [-1, 1], with its class labels when the
@@ -82,8 +85,17 @@ public final class Trainer {
         let learningRate = warmupLearningRate(base: options.learningRate, step: step, warmup: options.warmup)
         optimizer.learningRate = learningRate
         unet.zeroGradients()
-        let prediction = unet.training(xt, timesteps: timesteps.map(Float.init), classLabels: labels, using: &rng)
-        let loss = diffusionLoss(prediction: prediction, target: target, weights: weights)
+        let output = unet.training(xt, timesteps: timesteps.map(Float.init), classLabels: labels, using: &rng)
+        var loss: Tensor
+        if let bound = learnedVariance {
+            // the hybrid loss of Nichol & Dhariwal: L_simple + lambda L_vlb, lambda = 0.001 (in the T / 1000 scale)
+            let c = x0.shape[1], prediction = output.channels(0..<c)
+            loss = diffusionLoss(prediction: prediction, target: target, weights: weights)
+                + bound.learnedVarianceLoss(prediction: prediction, variance: output.channels(c..<(2 * c)), x0: x0, xt: xt,
+                                            timesteps: timesteps)
+        } else {
+            loss = diffusionLoss(prediction: output, target: target, weights: weights)
+        }
         let value = loss.item
         guard value.isFinite else { return value }
         loss.backward()

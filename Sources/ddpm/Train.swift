@@ -48,6 +48,8 @@ struct Train: ParsableCommand {
     @Option(help: "Probability of replacing a label by the null label (with --class-conditional).") var labelDropout: Float = 0.1
     @Option(help: "Class labels as a .npy of integers [N], one per image of --data.") var labels: String?
     @Option(help: "Start from this model folder's weights (and its unet and scheduler configs).") var initFrom: String?
+    @Flag(help: "Learn the variance too (Nichol & Dhariwal): twice the output channels, learned_range, the hybrid loss.")
+    var learnVariance = false
 
     func validate() throws {
         if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
@@ -59,9 +61,10 @@ struct Train: ParsableCommand {
         if initFrom != nil && (preset != nil || config != nil) {
             throw ValidationError("--init-from takes the model's own config: give it without --preset or --config")
         }
-        if resume && (initFrom != nil || classConditional) {
-            throw ValidationError("--resume continues the saved run as it was: --init-from and --class-conditional apply to new runs")
+        if resume && (initFrom != nil || classConditional || learnVariance) {
+            throw ValidationError("--resume continues the saved run as it was: --init-from, --class-conditional and --learn-variance apply to new runs")
         }
+        if learnVariance && initFrom != nil { throw ValidationError("--learn-variance starts a new model: give it without --init-from") }
     }
 
     func run() throws {
@@ -104,6 +107,11 @@ struct Train: ParsableCommand {
                 schedulerConfig.predictionType = predictionType
                 schedulerConfig.betaSchedule = betaSchedule
                 if preset == .cifar10 { schedulerConfig.varianceType = .fixedLarge }
+            }
+            if learnVariance {
+                guard predictionType == .epsilon else { throw ValidationError("--learn-variance trains epsilon prediction") }
+                unetConfig.outChannels = 2 * unetConfig.inChannels
+                schedulerConfig.varianceType = .learnedRange
             }
             var rng = RandomGenerator(seed: seed)
             var options = TrainingOptions()

@@ -235,7 +235,7 @@ func load(_ name: String) throws -> Tensor { try NPY.readTensor(tiny.appendingPa
         (#"{"num_train_timesteps": 0}"#, "'num_train_timesteps' must be at least 1"),
         (#"{"num_train_timesteps": "many"}"#, "'num_train_timesteps' must be a number"),
         (#"{"clip_sample": 3}"#, "'clip_sample' must be true or false"),
-        (#"{"variance_type": "learned_range"}"#, "'variance_type' 'learned_range' is not supported"),
+        (#"{"variance_type": "fixed_medium"}"#, "'variance_type' 'fixed_medium' is not supported"),
         (#"[1, 2]"#, "is not a JSON object"),
         ("not json", "is not a JSON object"),
     ])

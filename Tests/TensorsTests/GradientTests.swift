@@ -37,6 +37,21 @@ import TestSupport
         expectGradients([randomTensor([2, 3, 7], seed: 5)]) { $0[0].softmax() }
     }
 
+    @Test func channelSlices() {
+        expectGradients([randomTensor([2, 5, 3], seed: 13)]) { $0[0].channels(1..<4) * $0[0].channels(0..<3) }
+    }
+
+    /// The Gaussian terms of the variational bound, in the log variance (the means held fixed); x on
+    /// the 8-bit grid, inner and edge bins, scales near those of the decoder at small t.
+    @Test func likelihoodTerms() {
+        let m1 = randomTensor([2, 7], seed: 14), lv1 = randomTensor([2, 7], seed: 15), m2 = randomTensor([2, 7], seed: 16)
+        expectGradients([randomTensor([2, 7], seed: 17)]) { $0[0].gaussianKL(mean1: m1, logVariance1: lv1, mean2: m2) }
+        let x = Tensor(shape: [6], [-1, -0.5019608, 0.0039216, 0.3333333, 0.8980392, 1])
+        let mean = Tensor(shape: [6], [-0.99, -0.49, 0.01, 0.32, 0.91, 0.995])
+        let logVariance = Tensor(shape: [6], [-8, -7.5, -9, -6, -8.5, -7])
+        expectGradients([logVariance], h: 1e-3, rtol: 2e-2, atol: 1e-3) { $0[0].discretizedGaussianNLL(x: x, mean: mean) }
+    }
+
     @Test func rows() {
         // repeated indices add their gradients into one row
         expectGradients([randomTensor([4, 6], seed: 12)]) { $0[0].rows([3, 0, 3, 1, 3]) * $0[0].rows([0, 1, 2, 3, 0]) }

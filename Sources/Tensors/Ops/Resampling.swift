@@ -58,3 +58,21 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// Channels `range` of [N, C, ...] (dimension 1), copied; the gradient goes back into them.
+    public func channels(_ range: Range<Int>) -> Tensor {
+        precondition(rank >= 2 && range.lowerBound >= 0 && range.upperBound <= shape[1], "channels \(range) of \(shape)")
+        let batch = shape[0], total = shape[1], inner = count / (batch * total), c = range.count
+        let out = Storage(uninitializedCount: batch * c * inner)
+        copyRows(pointer + range.lowerBound * inner, srcStride: total * inner, out.pointer, dstStride: c * inner,
+                 rows: batch, n: c * inner, add: false)
+        var outShape = shape
+        outShape[1] = c
+        let n = node
+        return Tensor.result(outShape, out, inputs: [self], op: "channels") { g in
+            copyRows(g.pointer, srcStride: c * inner, n!.gradientStorage().pointer + range.lowerBound * inner,
+                     dstStride: total * inner, rows: batch, n: c * inner, add: true)
+        }
+    }
+}
