@@ -124,6 +124,9 @@ struct Train: ParsableCommand {
             trainer = Trainer(pipeline: Pipeline(unet: unet, schedulerConfig: schedulerConfig, classNames: classNames), options: options)
         }
         let options = trainer.options
+        if trainer.pipeline.schedulerConfig.varianceType == .learned {
+            throw CommandError("variance_type 'learned' samples but does not train here: the hybrid loss trains 'learned_range'")
+        }
         if trainer.unet.config.isClassConditional && dataset.labels == nil {
             throw CommandError("\(dataset.source): no class labels for this class-conditional run (pass --labels FILE.npy as the run began)")
         }
