@@ -9,14 +9,6 @@ public func sum(_ x: UnsafePointer<Float>, count n: Int) -> Float { KernelSet.ac
 /// sum_i x[i] y[i].
 public func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) -> Float { KernelSet.active.k.dot(x, y, n) }
 
-/// sum_i (x[i] - m)^2.
-public func sumOfSquaredDeviations(_ x: UnsafePointer<Float>, from m: Float, count n: Int) -> Float {
-    KernelSet.active.k.sum_squared_deviations(x, m, n)
-}
-
-/// The largest of x[0 ..< n] (n >= 1).
-public func maximum(_ x: UnsafePointer<Float>, count n: Int) -> Float { KernelSet.active.k.maximum(x, n) }
-
 /// Sum of many elements, in float chunks of 4096 added in Double (losses, means).
 public func sumOfElements(_ x: UnsafePointer<Float>, count: Int) -> Double {
     var total = 0.0, i = 0
