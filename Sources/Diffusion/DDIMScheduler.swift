@@ -42,7 +42,7 @@ public struct DDIMScheduler: Scheduler {
     }
 
     public func step(_ output: Tensor, timestep t: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
-        let modelOutput = splitVariance(output, sample: sample).prediction  // DDIM ignores a learned variance
+        let modelOutput = splitVariance(output, channels: sample.shape[1]).prediction  // DDIM ignores a learned variance
         let abarPrev = alphaCumprod(previousTimestep(t))
         let x0 = clippedOriginal(modelOutput, sample: sample, timestep: t)
         let eps = useClippedModelOutput

@@ -61,11 +61,9 @@ public struct VariationalBound: Sendable {
     /// each, and the model's output at (x_t, t).
     public func term(t: Int, x0: UnsafePointer<Float>, xt: UnsafePointer<Float>, modelOutput output: Tensor) -> Double {
         var shape = output.shape
-        let learned = config.varianceType.isLearned
-        if learned { shape[1] /= 2 }
+        if config.varianceType.isLearned { shape[1] /= 2 }
         let d = shape.reduce(1, *)
-        let modelOutput = learned ? output.channels(0..<shape[1]) : output
-        let variance = learned ? output.channels(shape[1]..<(2 * shape[1])) : nil
+        let (modelOutput, variance) = splitVariance(output, channels: shape[1])
         let xtTensor = Tensor(shape: shape, Array(UnsafeBufferPointer(start: xt, count: d)))
         let estimate = schedule.originalSample(from: modelOutput, type: config.predictionType, sample: xtTensor, timestep: t)
         var total = 0.0

@@ -79,7 +79,7 @@ public final class Pipeline {
             throw ConfigError(configFile, key: "out_channels", "is \(config.outChannels); a learned variance (variance_type "
                                 + "\(schedulerConfig.varianceType.rawValue)) needs twice in_channels, \(2 * config.inChannels)")
         }
-                if classNames != nil && !config.isClassConditional {
+        if classNames != nil && !config.isClassConditional {
             throw ConfigError(index, key: "id2label", "names classes, but the unet has no class embedding (num_class_embeds)")
         }
         return Pipeline(unet: unet, schedulerConfig: schedulerConfig, classNames: classNames)
@@ -178,14 +178,12 @@ public struct Denoising: Sequence, IteratorProtocol {
         }
         let both = unet(Tensor.joined([sample, sample]), timesteps: times + times,
                         classLabels: classLabels + Array(repeating: null, count: n))
-        let conditional = both.slice(0..<n), unconditional = both.slice(n..<(2 * n)), c = sample.shape[1]
-        guard both.shape[1] == 2 * c else {
-            return classifierFreeGuidance(conditional: conditional, unconditional: unconditional, scale: guidanceScale)
-        }
-        // a learned variance: guide the prediction, keep the conditional half's variance (as DiT does)
-        let guided = classifierFreeGuidance(conditional: conditional.channels(0..<c), unconditional: unconditional.channels(0..<c),
-                                            scale: guidanceScale)
-        return concatChannels([guided, conditional.channels(c..<(2 * c))])
+        let c = sample.shape[1]
+        let (conditional, variance) = splitVariance(both.slice(0..<n), channels: c)
+        let unconditional = splitVariance(both.slice(n..<(2 * n)), channels: c).prediction
+        let guided = classifierFreeGuidance(conditional: conditional, unconditional: unconditional, scale: guidanceScale)
+        // a learned variance: the prediction is guided, the conditional half's variance kept (as DiT does)
+        return variance.map { concatChannels([guided, $0]) } ?? guided
     }
 
     public mutating func next() -> Step? {

@@ -42,15 +42,6 @@ extension Scheduler {
         return step(modelOutput, timestep: timestep, sample: sample, noise: noise)
     }
 
-    /// A learned-variance model's output [N, 2C, H, W] split into the prediction and the variance
-    /// values (as diffusers splits it when the output has twice the sample's channels); any other
-    /// output as it is, with no variance.
-    public func splitVariance(_ modelOutput: Tensor, sample: Tensor) -> (prediction: Tensor, variance: Tensor?) {
-        let c = sample.shape[1]
-        guard modelOutput.shape[1] == 2 * c else { return (modelOutput, nil) }
-        return (modelOutput.channels(0..<c), modelOutput.channels(c..<(2 * c)))
-    }
-
     /// x_0 from the model output, clipped to +-clip_sample_range or dynamically thresholded as configured.
     func clippedOriginal(_ modelOutput: Tensor, sample: Tensor, timestep t: Int) -> Tensor {
         let x0 = schedule.originalSample(from: modelOutput, type: config.predictionType, sample: sample, timestep: t)
@@ -62,6 +53,14 @@ extension Scheduler {
         }
         return x0
     }
+}
+
+/// A learned-variance model's output [N, 2C, H, W] split into the prediction and the variance
+/// values, for samples of C channels (as diffusers splits it when the output has twice the
+/// sample's channels); any other output as it is, with no variance.
+public func splitVariance(_ modelOutput: Tensor, channels c: Int) -> (prediction: Tensor, variance: Tensor?) {
+    guard modelOutput.shape[1] == 2 * c else { return (modelOutput, nil) }
+    return (modelOutput.channels(0..<c), modelOutput.channels(c..<(2 * c)))
 }
 
 /// Inference timesteps by diffusers' spacings (descending): leading k (T / n) + offset, trailing

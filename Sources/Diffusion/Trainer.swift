@@ -89,10 +89,9 @@ public final class Trainer {
         var loss: Tensor
         if let bound = learnedVariance {
             // the hybrid loss of Nichol & Dhariwal: L_simple + lambda L_vlb, lambda = 0.001 (in the T / 1000 scale)
-            let c = x0.shape[1], prediction = output.channels(0..<c)
+            let (prediction, variance) = splitVariance(output, channels: x0.shape[1])
             loss = diffusionLoss(prediction: prediction, target: target, weights: weights)
-                + bound.learnedVarianceLoss(prediction: prediction, variance: output.channels(c..<(2 * c)), x0: x0, xt: xt,
-                                            timesteps: timesteps)
+                + bound.learnedVarianceLoss(prediction: prediction, variance: variance!, x0: x0, xt: xt, timesteps: timesteps)
         } else {
             loss = diffusionLoss(prediction: output, target: target, weights: weights)
         }
