@@ -24,6 +24,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     /// Class-conditional runs: the probability that a label is replaced by the null label, so that
     /// one network learns p(x | y) and p(x) for classifier-free guidance (Ho & Salimans: 0.1).
     public var labelDropout: Float? = nil
+    /// Learning-rate factors for parameter groups, keyed by a name prefix (`class_embedding`: the
+    /// class table a warm start adds learns at this many times the rate of the weights it joins).
+    public var learningRateScales: [String: Float]? = nil
 
     public init() {}
 }
@@ -58,6 +61,11 @@ public final class Trainer {
         schedule = NoiseSchedule(pipeline.schedulerConfig)
         optimizer = AdamW(parameters: pipeline.unet.parameterTensors, learningRate: options.learningRate,
                           weightDecay: options.weightDecay)
+        if let scales = options.learningRateScales {
+            optimizer.learningRateScales = pipeline.unet.parameters.map { p in
+                scales.filter { p.name == $0.key || p.name.hasPrefix($0.key + ".") }.max { $0.key.count < $1.key.count }?.value ?? 1
+            }
+        }
         ema = ExponentialMovingAverage(parameters: pipeline.unet.parameterTensors, decay: .warmup(maxDecay: options.emaDecay))
         rng = RandomGenerator(seed: options.seed &+ 1)
         learnedVariance = pipeline.schedulerConfig.varianceType == .learnedRange ? VariationalBound(config: pipeline.schedulerConfig) : nil

@@ -47,6 +47,10 @@ struct Train: ParsableCommand {
     @Flag(help: "Condition the model on the images' class labels.") var classConditional = false
     @Option(help: "Probability of replacing a label by the null label (with --class-conditional).") var labelDropout: Float = 0.1
     @Option(help: "Class labels as a .npy of integers [N], one per image of --data.") var labels: String?
+    @Option(help: ArgumentHelp("A learning-rate factor for the parameters under a name prefix (repeatable).",
+                               discussion: "class_embedding=10 lets a class table added by --init-from catch up with the weights it joins.",
+                               valueName: "PREFIX=K"))
+    var lrScale: [String] = []
     @Option(help: "Start from this model folder's weights (and its unet and scheduler configs).") var initFrom: String?
     @Flag(help: "Learn the variance too (Nichol & Dhariwal): twice the output channels, learned_range, the hybrid loss.")
     var learnVariance = false
@@ -65,6 +69,22 @@ struct Train: ParsableCommand {
             throw ValidationError("--resume continues the saved run as it was: --init-from, --class-conditional and --learn-variance apply to new runs")
         }
         if learnVariance && initFrom != nil { throw ValidationError("--learn-variance starts a new model: give it without --init-from") }
+        if resume && !lrScale.isEmpty { throw ValidationError("--resume continues the saved run as it was: --lr-scale applies to new runs") }
+        _ = try learningRateScales()
+    }
+
+    /// `--lr-scale PREFIX=K` as a dictionary.
+    func learningRateScales() throws -> [String: Float]? {
+        guard !lrScale.isEmpty else { return nil }
+        var scales: [String: Float] = [:]
+        for item in lrScale {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, let k = Float(parts[1]), k.isFinite, k >= 0 else {
+                throw ValidationError("--lr-scale takes PREFIX=K with K a number >= 0, e.g. class_embedding=10; got '\(item)'")
+            }
+            scales[parts[0]] = k
+        }
+        return scales
     }
 
     func run() throws {
@@ -119,7 +139,13 @@ struct Train: ParsableCommand {
             options.warmup = warmup; options.emaDecay = emaDecay; options.seed = seed
             options.flip = flip; options.minSNRGamma = minSNRGamma
             options.labelDropout = unetConfig.isClassConditional ? labelDropout : nil
+            options.learningRateScales = try learningRateScales()
             let unet = UNet2DModel(config: unetConfig, using: &rng)
+            let names = unet.parameters.map(\.name)
+            for prefix in options.learningRateScales?.keys.sorted() ?? [] where !names.contains(where: { $0 == prefix || $0.hasPrefix(prefix + ".") }) {
+                let tops = Set(names.map { String($0.prefix { $0 != "." }) }).sorted().joined(separator: ", ")
+                throw CommandError("--lr-scale \(prefix): no parameter of this model has that name prefix (top-level names: \(tops))")
+            }
             if let source, let initFrom { try warmStart(unet, from: source, folder: URL(fileURLWithPath: initFrom)) }
             trainer = Trainer(pipeline: Pipeline(unet: unet, schedulerConfig: schedulerConfig, classNames: classNames), options: options)
         }

@@ -49,4 +49,26 @@ import TestSupport
                       "--output", dir.appendingPathComponent("nolabels").path])
         #expect(r.status != 0 && r.err.contains("no class labels"), "\(r.err)")
     }
+
+    /// `--init-from` an unconditional model adds a zero class table; `--lr-scale class_embedding=0`
+    /// holds that table (and only it) still, which shows the factor reaches the parameter it names.
+    @Test func warmStartWithALearningRateScale() throws {
+        let dir = temporaryDirectory()
+        let (images, labels) = try labelledData(in: dir)
+        let base = dir.appendingPathComponent("base").path, warm = dir.appendingPathComponent("warm").path
+        let common = ["train", "--data", images, "--labels", labels, "--batch-size", "4", "--sample-every", "0", "--steps", "2"]
+        var r = try ddpm(common + ["--preset", "tiny", "--output", base])
+        #expect(r.status == 0, "\(r.err)")
+        r = try ddpm(common + ["--init-from", base, "--class-conditional", "--lr-scale", "class_embedding=0", "--output", warm])
+        #expect(r.status == 0, "\(r.err)")
+        let before = try Safetensors.read(URL(fileURLWithPath: base).appendingPathComponent("training/unet.safetensors")).tensors
+        let after = try Safetensors.read(URL(fileURLWithPath: warm).appendingPathComponent("training/unet.safetensors")).tensors
+        #expect(after["class_embedding.weight"]?.scalars.allSatisfy { $0 == 0 } == true)
+        #expect(after["conv_in.weight"]?.scalars != before["conv_in.weight"]?.scalars, "the other weights trained")
+        r = try ddpm(common + ["--init-from", base, "--class-conditional", "--lr-scale", "class_embeding=10",
+                               "--output", dir.appendingPathComponent("typo").path])
+        #expect(r.status != 0 && r.err.contains("--lr-scale class_embeding: no parameter") && r.err.contains("class_embedding"), "\(r.err)")
+        r = try ddpm(common + ["--lr-scale", "conv_in", "--output", dir.appendingPathComponent("bad").path])
+        #expect(r.status != 0 && r.err.contains("PREFIX=K"), "\(r.err)")
+    }
 }

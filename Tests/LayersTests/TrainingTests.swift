@@ -51,6 +51,25 @@ import TestSupport
         for i in 0..<3 { #expect(abs(Double(p.pointer[i]) - ref[i]) < 1e-5) }
     }
 
+    /// A parameter with learning-rate scale k moves as it would under k times the learning rate.
+    @Test func adamWLearningRateScales() {
+        func run(_ lr: Float, scales: [Float]) -> [[Float]] {
+            let ps = [Tensor(shape: [2], [0.5, -1.0]).trainable(), Tensor(shape: [2], [2.0, 0.25]).trainable()]
+            let optimizer = AdamW(parameters: ps, learningRate: lr, weightDecay: 0.1)
+            optimizer.learningRateScales = scales
+            for _ in 0..<3 {
+                ps.forEach { $0.zeroGradient() }
+                (ps[0] * ps[0] * ps[0]).sum().backward(); (ps[1] * ps[1]).sum().backward()
+                optimizer.update()
+            }
+            return ps.map(\.scalars)
+        }
+        let scaled = run(0.1, scales: [1, 3]), plain = run(0.1, scales: [1, 1]), triple = run(0.3, scales: [1, 1])
+        #expect(scaled[0] == plain[0])
+        for i in 0..<2 { #expect(abs(scaled[1][i] - triple[1][i]) < 1e-6 && abs(scaled[1][i] - plain[1][i]) > 0.1) }
+        #expect(run(0.1, scales: [0, 1])[0] == [0.5, -1.0])
+    }
+
     @Test func gradientClipping() {
         let a = Tensor(shape: [2], [1, 1]).trainable(), b = Tensor(shape: [1], [1]).trainable()
         ((a * Tensor(shape: [2], [3, 0])).sum() + (b * Tensor(shape: [1], [4])).sum()).backward()  // grads (3, 0), (4): norm 5

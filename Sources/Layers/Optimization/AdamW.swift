@@ -9,6 +9,8 @@ public final class AdamW {
     /// Updates taken so far (t in the bias corrections).
     public private(set) var step = 0
     public let parameters: [Tensor]
+    /// A factor on the learning rate per parameter (1 unless a caller sets a parameter group's).
+    public var learningRateScales: [Float]
     private var moments: [(m: Storage, v: Storage)]
 
     public init(parameters: [Tensor], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
@@ -18,18 +20,20 @@ public final class AdamW {
         self.learningRate = learningRate
         self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon; self.weightDecay = weightDecay
         moments = parameters.map { (Storage(zeros: $0.count), Storage(zeros: $0.count)) }
+        learningRateScales = Array(repeating: 1, count: parameters.count)
     }
 
     /// One update from the parameters' accumulated gradients (parameters without one are skipped).
     public func update() {
         step += 1
         let t = Float(step)
-        let stepSize = learningRate / (1 - pow(beta1, t))
+        let correction1 = 1 - pow(beta1, t)
         let correction2 = (1 - pow(beta2, t)).squareRoot()
-        let decay = 1 - learningRate * weightDecay
         let (b1, b2, eps) = (beta1, beta2, epsilon)
-        for (p, (m, v)) in zip(parameters, moments) {
+        for ((p, (m, v)), scale) in zip(zip(parameters, moments), learningRateScales) {
             guard let g = p.gradient else { continue }
+            let lr = learningRate * scale
+            let stepSize = lr / correction1, decay = 1 - lr * weightDecay
             let pp = SharedPointer(p.pointer), pg = SharedPointer(g.pointer)
             let pm = SharedPointer(m.pointer), pv = SharedPointer(v.pointer)
             parallelFor(p.count, cost: 8) { range in
