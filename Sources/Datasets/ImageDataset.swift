@@ -25,6 +25,14 @@ public struct ImageDataset: @unchecked Sendable {
         self.height = height; self.width = width; self.source = source; self.labels = labels
     }
 
+    /// Images `range` as a tensor [n, C, H, W].
+    public func images(_ range: Range<Int>) -> Tensor {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "images \(range) of \(count)")
+        let s = Storage(uninitializedCount: range.count * imageSize)
+        s.pointer.update(from: pixels.pointer + range.lowerBound * imageSize, count: range.count * imageSize)
+        return Tensor(shape: [range.count, channels, height, width], storage: s)
+    }
+
     /// The same images with other labels.
     public func labelled(_ labels: ClassLabels?) -> ImageDataset {
         ImageDataset(pixels: pixels, count: count, channels: channels, height: height, width: width, source: source, labels: labels)

@@ -136,6 +136,25 @@ public final class Pipeline {
                         using rng: RandomGenerator) -> Denoising {
         Denoising(unet: unet, scheduler: scheduler, sample: noise, rng: rng, classLabels: classLabels, guidanceScale: guidanceScale)
     }
+
+    /// The reverse process from `noise` [N, C, H, W], `batchSize` images at a time; batch b continues
+    /// the scheduler's generator where batch b - 1 left it. `progress(steps done, steps in all)`
+    /// after every step of every batch.
+    public func generate(from noise: Tensor, with scheduler: any Scheduler, classLabels: [Int]? = nil, guidanceScale: Float = 1,
+                         batchSize: Int, using rng: inout RandomGenerator, progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
+        let n = noise.shape[0], steps = scheduler.timesteps.count
+        let total = steps * ((n + batchSize - 1) / batchSize)
+        var done = 0, results: [Tensor] = []
+        for b in stride(from: 0, to: n, by: batchSize) {
+            let range = b..<min(b + batchSize, n)
+            var loop = denoise(noise.slice(range), with: scheduler, classLabels: classLabels.map { Array($0[range]) },
+                               guidanceScale: guidanceScale, using: rng)
+            while loop.next() != nil { done += 1; progress(done, total) }
+            rng = loop.rng
+            results.append(loop.sample)
+        }
+        return Tensor.joined(results)
+    }
 }
 
 /// The reverse process as a sequence: each element is one scheduler step, so callers can show

@@ -107,6 +107,10 @@ struct Sample: ParsableCommand {
     /// The label of each image: --class resolved against the model's classes (every class in turn
     /// when not given); nil for an unconditional model, which refuses --class and guidance.
     func classLabels(for pipeline: Pipeline, count n: Int) throws -> [Int]? {
+        try Self.classLabels(for: pipeline, count: n, classLabel: classLabel, guidanceScale: guidanceScale)
+    }
+
+    static func classLabels(for pipeline: Pipeline, count n: Int, classLabel: String?, guidanceScale: Float) throws -> [Int]? {
         guard let null = pipeline.unet.config.nullClassLabel, let k = pipeline.classCount else {
             if pipeline.unet.config.isClassConditional {
                 throw CommandError("the model's class embedding has no num_class_embeds: cannot tell its classes or null label")
@@ -150,25 +154,35 @@ struct Sample: ParsableCommand {
     }
 }
 
-/// Where the model bundled with the project lives.
+/// Where the model and the classifier bundled with the project live.
 enum BundledModel {
     static let relativePath = "models/fashion-mnist"
+    static let classifierPath = "models/fashion-mnist-classifier"
 
     /// $DDPM_MODEL, else models/fashion-mnist beside the checkout the binary was built in, else
     /// under the current directory.
     static func folder() throws -> URL {
-        if let env = ProcessInfo.processInfo.environment["DDPM_MODEL"] { return URL(fileURLWithPath: env) }
+        try find(relativePath, marker: "model_index.json", environment: "DDPM_MODEL", what: "bundled model", flag: "--model DIR")
+    }
+
+    /// $DDPM_CLASSIFIER, else models/fashion-mnist-classifier, looked for as the model is.
+    static func classifierFolder() throws -> URL {
+        try find(classifierPath, marker: "config.json", environment: "DDPM_CLASSIFIER", what: "bundled classifier", flag: "--classifier DIR")
+    }
+
+    static func find(_ relative: String, marker: String, environment: String, what: String, flag: String) throws -> URL {
+        if let env = ProcessInfo.processInfo.environment[environment] { return URL(fileURLWithPath: env) }
         var candidates: [URL] = []
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         for _ in 0..<5 {
-            candidates.append(dir.appendingPathComponent(relativePath))
+            candidates.append(dir.appendingPathComponent(relative))
             dir = dir.deletingLastPathComponent()
         }
-        candidates.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(relativePath))
-        if let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0.appendingPathComponent("model_index.json").path) }) {
+        candidates.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(relative))
+        if let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0.appendingPathComponent(marker).path) }) {
             return found
         }
-        throw CommandError("no bundled model found (looked for \(relativePath) beside the binary and in the current directory); pass --model DIR")
+        throw CommandError("no \(what) found (looked for \(relative) beside the binary and in the current directory); pass \(flag)")
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Tensors
 import TestSupport
@@ -35,6 +36,21 @@ import TestSupport
 
     @Test func softmax() {
         expectGradients([randomTensor([2, 3, 7], seed: 5)]) { $0[0].softmax() }
+    }
+
+    /// The classifier's ops: global average pooling, and cross-entropy (also its value, against a
+    /// direct computation).
+    @Test func classificationOps() {
+        expectGradients([randomTensor([2, 3, 4, 5], seed: 21)]) { $0[0].spatialMean() }
+        let labels = [2, 0, 4]
+        expectGradients([randomTensor([3, 5], seed: 22)]) { crossEntropy($0[0], labels: labels) }
+        let logits = randomTensor([3, 5], seed: 22)
+        let direct = labels.enumerated().map { r, y in
+            let row: [Double] = (0..<5).map { Double(logits.pointer[r * 5 + $0]) }
+            let logSum: Double = log(row.map { exp($0) }.reduce(0.0) { $0 + $1 })
+            return logSum - row[y]
+        }.reduce(0.0) { $0 + $1 } / 3
+        #expect(abs(Double(crossEntropy(logits, labels: labels).item) - direct) < 1e-6)
     }
 
     @Test func channelSlices() {
