@@ -27,6 +27,7 @@ struct TrainClassifier: ParsableCommand {
             """)
 
     @Option(help: "Labelled training images (the test split is scored and cached).") var data: String
+    @Option(help: "Class labels as a .npy of integers [N], one per image of --data.") var labels: String?
     @Option(help: "Output folder.") var output: String
     @Option(help: "Passes over the training set.") var epochs = 3
     @Option(help: "Images per step.") var batchSize = 128
@@ -44,8 +45,11 @@ struct TrainClassifier: ParsableCommand {
     }
 
     func run() throws {
-        let train = try ImageDataset.load(data, channels: channels, size: size, split: .train)
-        let test = try ImageDataset.load(data, channels: channels, size: size, split: .test)
+        let train = try ImageDataset.load(data, channels: channels, size: size, labels: labels, split: .train)
+        let test = try ImageDataset.load(data, channels: channels, size: size, labels: labels, split: .test)
+        if test.source == train.source {
+            FileHandle.standardError.write(Data("note: \(data) has no test split; the accuracy and the cached statistics are of the training images\n".utf8))
+        }
         guard let labels = train.labels, let testLabels = test.labels else {
             throw CommandError("\(train.labels == nil ? train.source : test.source): no class labels; a classifier trains on labelled images")
         }
