@@ -9,7 +9,7 @@ import Tensors
 public struct DDIMScheduler: Scheduler {
     public let config: SchedulerConfig
     public let schedule: NoiseSchedule
-    public private(set) var timesteps: [Int]
+    public private(set) var timesteps: [Float]
     public let eta: Float
     /// Recompute eps from the clipped x_0 (diffusers' `use_clipped_model_output`).
     public let useClippedModelOutput: Bool
@@ -20,14 +20,18 @@ public struct DDIMScheduler: Scheduler {
         schedule = NoiseSchedule(config)
         self.eta = eta
         self.useClippedModelOutput = useClippedModelOutput
-        timesteps = Array((0..<config.numTrainTimesteps).reversed())
+        timesteps = (0..<config.numTrainTimesteps).reversed().map(Float.init)
     }
 
     public mutating func setTimesteps(_ count: Int) throws {
-        timesteps = try inferenceTimesteps(config, count: count)
+        timesteps = try inferenceTimesteps(config, count: count).map(Float.init)
     }
 
-    public func needsNoise(at timestep: Int) -> Bool { eta > 0 }
+    public func needsNoise(index: Int) -> Bool { eta > 0 }
+
+    public func step(_ output: Tensor, index: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
+        step(output, timestep: Int(timesteps[index]), sample: sample, noise: noise)
+    }
 
     public func previousTimestep(_ t: Int) -> Int { t - config.numTrainTimesteps / timesteps.count }
 

@@ -12,24 +12,28 @@ import Tensors
 public struct DDPMScheduler: Scheduler {
     public let config: SchedulerConfig
     public let schedule: NoiseSchedule
-    public private(set) var timesteps: [Int]
+    public private(set) var timesteps: [Float]
 
     public init(config: SchedulerConfig) {
         self.config = config
         schedule = NoiseSchedule(config)
-        timesteps = Array((0..<config.numTrainTimesteps).reversed())
+        timesteps = (0..<config.numTrainTimesteps).reversed().map(Float.init)
     }
 
     public mutating func setTimesteps(_ count: Int) throws {
-        timesteps = try inferenceTimesteps(config, count: count)
+        timesteps = try inferenceTimesteps(config, count: count).map(Float.init)
     }
 
-    public func needsNoise(at timestep: Int) -> Bool { timestep > 0 }
+    public func needsNoise(index: Int) -> Bool { timesteps[index] > 0 }
+
+    public func step(_ output: Tensor, index: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
+        step(output, timestep: Int(timesteps[index]), sample: sample, noise: noise)
+    }
 
     /// The timestep this one steps to: the next in the list, -1 after the last.
     public func previousTimestep(_ t: Int) -> Int {
-        guard let i = timesteps.firstIndex(of: t) else { return t - 1 }
-        return i + 1 < timesteps.count ? timesteps[i + 1] : -1
+        guard let i = timesteps.firstIndex(of: Float(t)) else { return t - 1 }
+        return i + 1 < timesteps.count ? Int(timesteps[i + 1]) : -1
     }
 
     /// abar_t, abar_t', alpha_t = abar_t / abar_t' and beta_t = 1 - alpha_t for a step from t.

@@ -103,24 +103,57 @@ public final class Pipeline {
         try writeAtomically(schedulerConfig.json(), to: folder.appendingPathComponent("scheduler/scheduler_config.json"))
     }
 
-    public enum SamplerKind: String, CaseIterable, Sendable { case ddpm, ddim }
+    /// The samplers, each diffusers' scheduler class of that name.
+    public enum SamplerKind: String, CaseIterable, Sendable {
+        case ddpm, ddim, dpmSolver = "dpm++", euler, eulerAncestral = "euler-a", heun
 
-    /// A scheduler of the given kind from this pipeline's config, with `steps` inference steps
-    /// (default: all training timesteps for DDPM, 50 for DDIM) and, optionally, another spacing.
-    public func scheduler(_ kind: SamplerKind, steps: Int? = nil, eta: Float = 0,
-                          spacing: SchedulerConfig.TimestepSpacing? = nil) throws -> any Scheduler {
-        var config = schedulerConfig
-        if let spacing { config.timestepSpacing = spacing }
-        switch kind {
-        case .ddpm:
-            var s = DDPMScheduler(config: config)
-            if let steps { try s.setTimesteps(steps) }
-            return s
-        case .ddim:
-            var s = try DDIMScheduler(config: config, eta: eta)
-            try s.setTimesteps(steps ?? min(50, config.numTrainTimesteps))
-            return s
+        /// The one table of scheduler classes: diffusers' class name, and the scheduler made from a
+        /// config (and DDIM's eta). Adding a sampler adds a case and a row here.
+        static let classes: [SamplerKind: (className: String, make: @Sendable (SchedulerConfig, Float) throws -> any Scheduler)] = [
+            .ddpm: ("DDPMScheduler", { c, _ in DDPMScheduler(config: c) }),
+            .ddim: ("DDIMScheduler", { c, eta in try DDIMScheduler(config: c, eta: eta) }),
+            .dpmSolver: ("DPMSolverMultistepScheduler", { c, _ in try DPMSolverScheduler(config: c) }),
+            .euler: ("EulerDiscreteScheduler", { c, _ in try EulerScheduler(config: c) }),
+            .eulerAncestral: ("EulerAncestralDiscreteScheduler", { c, _ in try EulerAncestralScheduler(config: c) }),
+            .heun: ("HeunDiscreteScheduler", { c, _ in try HeunScheduler(config: c) }),
+        ]
+
+        public var className: String { Self.classes[self]!.className }
+
+        /// This sampler's scheduler from a config (of this class; `converted(to:)` makes one from another's).
+        public func make(_ config: SchedulerConfig, eta: Float = 0) throws -> any Scheduler { try Self.classes[self]!.make(config, eta) }
+
+        /// The sampler of a diffusers scheduler class, nil for a class we do not compute.
+        public init?(className: String) {
+            guard let kind = Self.allCases.first(where: { Self.classes[$0]!.className == className }) else { return nil }
+            self = kind
         }
+
+        /// Inference steps when none are asked for: all of DDPM's, 50 for DDIM, 25 for the others.
+        public func defaultSteps(_ trainTimesteps: Int) -> Int {
+            switch self {
+            case .ddpm: trainTimesteps
+            case .ddim: min(50, trainTimesteps)
+            default: min(25, trainTimesteps)
+            }
+        }
+    }
+
+    /// The folder's own sampler: its scheduler config's class (DDPM when we do not compute that class).
+    public var defaultSampler: SamplerKind { SamplerKind(className: schedulerConfig.className) ?? .ddpm }
+
+    /// A scheduler of the given kind made from this pipeline's config (as diffusers'
+    /// `from_config` makes one class from another's config), with `steps` inference steps
+    /// (default: all training timesteps for DDPM, 50 for DDIM, 25 for the others) and,
+    /// optionally, another spacing or Karras sigmas.
+    public func scheduler(_ kind: SamplerKind, steps: Int? = nil, eta: Float = 0,
+                          spacing: SchedulerConfig.TimestepSpacing? = nil, karras: Bool? = nil) throws -> any Scheduler {
+        var config = try schedulerConfig.converted(to: kind.className)
+        if let spacing { config.timestepSpacing = spacing }
+        if let karras { config.useKarrasSigmas = karras }
+        var s = try kind.make(config, eta: eta)
+        try s.setTimesteps(steps ?? kind.defaultSteps(config.numTrainTimesteps))
+        return s
     }
 
     /// The shape of a batch of `count` samples.
@@ -163,7 +196,7 @@ public struct Denoising: Sequence, IteratorProtocol {
     public struct Step {
         /// 0-based position and the number of steps in all.
         public let index: Int, count: Int
-        public let timestep: Int
+        public let timestep: Float
         /// x after this step.
         public let sample: Tensor
         /// The model's estimate of x_0 at this step.
@@ -171,7 +204,7 @@ public struct Denoising: Sequence, IteratorProtocol {
     }
 
     let unet: UNet2DModel
-    let scheduler: any Scheduler
+    var scheduler: any Scheduler
     public private(set) var sample: Tensor
     /// The generator's state after the steps taken so far.
     public private(set) var rng: RandomGenerator
@@ -184,18 +217,20 @@ public struct Denoising: Sequence, IteratorProtocol {
                      unet.config.isClassConditional ? "a class-conditional model samples with labels" : "an unconditional model takes no labels")
         precondition(classLabels == nil || classLabels!.count == sample.shape[0], "\(classLabels!.count) labels for \(sample.shape[0]) images")
         precondition(guidanceScale == 1 || unet.config.nullClassLabel != nil, "guidance needs a class-conditional model with a null label")
-        self.unet = unet; self.scheduler = scheduler; self.sample = sample; self.rng = rng
+        self.unet = unet; self.scheduler = scheduler; self.rng = rng
+        self.sample = scheduler.initNoiseSigma == 1 ? sample : sample * scheduler.initNoiseSigma
         self.classLabels = classLabels; self.guidanceScale = guidanceScale
     }
 
     /// The model's output at timestep t. With guidance (Ho & Salimans 2022, in diffusers' convention
     /// s = 1 + w): eps = eps_uncond + s (eps_cond - eps_uncond), both halves in one batched pass.
-    func prediction(at t: Int) -> Tensor {
-        let n = sample.shape[0], times = Array(repeating: Float(t), count: n)
+    func prediction(at t: Float) -> Tensor {
+        let input = scheduler.scaleModelInput(sample, index: index)
+        let n = sample.shape[0], times = Array(repeating: t, count: n)
         guard let classLabels, guidanceScale != 1, let null = unet.config.nullClassLabel else {
-            return unet(sample, timesteps: times, classLabels: classLabels)
+            return unet(input, timesteps: times, classLabels: classLabels)
         }
-        let both = unet(Tensor.joined([sample, sample]), timesteps: times + times,
+        let both = unet(Tensor.joined([input, input]), timesteps: times + times,
                         classLabels: classLabels + Array(repeating: null, count: n))
         let c = sample.shape[1]
         let (conditional, variance) = splitVariance(both.slice(0..<n), channels: c)
@@ -210,7 +245,7 @@ public struct Denoising: Sequence, IteratorProtocol {
         guard index < timesteps.count else { return nil }
         let t = timesteps[index]
         let output = withoutGradients { prediction(at: t) }
-        let step = scheduler.step(output, timestep: t, sample: sample, using: &rng)
+        let step = scheduler.step(output, index: index, sample: sample, using: &rng)
         sample = step.previousSample
         index += 1
         return Step(index: index - 1, count: timesteps.count, timestep: t, sample: sample, predictedOriginal: step.predictedOriginal)

@@ -1,19 +1,27 @@
 import Tensors
 
-/// A sampler of the reverse process: given the network's output at timestep t and the current
-/// sample x_t, one `step` gives x_{t_prev}. DDPM and DDIM implement it; more slot in beside them.
-/// Each holds the `NoiseSchedule` it was given and never recomputes betas.
+/// A sampler of the reverse process, as a loop of model calls: call i evaluates the network at
+/// `timesteps[i]` on `scaleModelInput(x, index: i)` and hands its output to `step(_:index:...)`,
+/// which returns the next x. The loop starts from N(0, I) noise times `initNoiseSigma`. DDPM and
+/// DDIM take one call per step; DPM-Solver++ keeps its past outputs, Heun calls twice per step
+/// (so `step` is mutating, and a copy of a scheduler starts a fresh loop). Steps are counted, never
+/// looked up by timestep, so schedules that repeat a timestep just work. Each holds the
+/// `NoiseSchedule` it was given and never recomputes betas. `SamplerKind` makes them by class.
 public protocol Scheduler: Sendable {
     var config: SchedulerConfig { get }
     var schedule: NoiseSchedule { get }
-    /// The reverse process's timesteps, descending; all T of them until `setTimesteps`.
-    var timesteps: [Int] { get }
-    /// Chooses `count` inference timesteps by the config's `timestep_spacing`.
+    /// The network's timestep at each model call, in order (fractional for the sigma-based samplers).
+    var timesteps: [Float] { get }
+    /// The standard deviation of the starting noise.
+    var initNoiseSigma: Float { get }
+    /// Chooses the inference timesteps for `count` steps by the config's `timestep_spacing`.
     mutating func setTimesteps(_ count: Int) throws
-    /// Whether `step` at timestep t adds fresh noise (so the caller must supply it).
-    func needsNoise(at timestep: Int) -> Bool
-    /// One reverse step. `noise` is standard normal noise of the sample's shape when `needsNoise`.
-    func step(_ modelOutput: Tensor, timestep: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep
+    /// The network's input at call `index` (the sigma-based samplers divide by sqrt(sigma^2 + 1)).
+    func scaleModelInput(_ sample: Tensor, index: Int) -> Tensor
+    /// Whether the step after call `index` adds fresh noise (so the caller must supply it).
+    func needsNoise(index: Int) -> Bool
+    /// The step after model call `index`. `noise` is standard normal noise of the sample's shape when `needsNoise`.
+    mutating func step(_ modelOutput: Tensor, index: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep
 }
 
 public struct SchedulerStep: Sendable {
@@ -26,20 +34,25 @@ public struct SchedulerStep: Sendable {
 public enum SchedulerError: Error, CustomStringConvertible, Equatable {
     case stepCount(Int, trainTimesteps: Int)
     case negativeEta(Float)
+    case infiniteSigma(String)
 
     public var description: String {
         switch self {
         case let .stepCount(n, t): "cannot sample with \(n) steps: choose 1 to \(t) (the model's num_train_timesteps)"
         case let .negativeEta(eta): "eta must be 0 or more (0: deterministic DDIM, 1: DDPM's variance), is \(eta)"
+        case let .infiniteSigma(name): "\(name) works in sigma = sqrt((1 - abar) / abar), which rescale_betas_zero_snr makes infinite at the last timestep"
         }
     }
 }
 
 extension Scheduler {
+    public var initNoiseSigma: Float { 1 }
+    public func scaleModelInput(_ sample: Tensor, index: Int) -> Tensor { sample }
+
     /// One step, drawing the noise it needs from `rng`.
-    public func step(_ modelOutput: Tensor, timestep: Int, sample: Tensor, using rng: inout RandomGenerator) -> SchedulerStep {
-        let noise = needsNoise(at: timestep) ? Tensor.randomNormal(sample.shape, using: &rng) : nil
-        return step(modelOutput, timestep: timestep, sample: sample, noise: noise)
+    public mutating func step(_ modelOutput: Tensor, index: Int, sample: Tensor, using rng: inout RandomGenerator) -> SchedulerStep {
+        let noise = needsNoise(index: index) ? Tensor.randomNormal(sample.shape, using: &rng) : nil
+        return step(modelOutput, index: index, sample: sample, noise: noise)
     }
 
     /// x_0 from the model output, clipped to +-clip_sample_range or dynamically thresholded as configured.

@@ -43,8 +43,10 @@ struct Evaluate: ParsableCommand {
     @Flag(help: "Class-conditional models: score p(x | y) with the images' own labels.") var trueLabels = false
     @Option(help: "--fd: compare these images instead of drawing samples (.npy in [-1, 1], or any data source).") var samples: String?
     @Option(help: "--fd: the classifier folder (ddpm classifier train). Default: the bundled one.") var classifier: String?
-    @Option(help: "--fd: sampler, ddpm or ddim. Default: the folder's scheduler class.") var sampler: Pipeline.SamplerKind?
-    @Option(help: "--fd: inference steps. Default: all for ddpm, 50 for ddim.") var steps: Int?
+    @Option(help: "--fd: sampler, ddpm, ddim, dpm++, euler, euler-a or heun. Default: the folder's scheduler class.")
+    var sampler: Pipeline.SamplerKind?
+    @Option(help: "--fd: inference steps. Default: all for ddpm, 50 for ddim, 25 for the others.") var steps: Int?
+    @Flag(inversion: .prefixedNo, help: "--fd: Karras et al.'s sigmas (dpm++, euler, heun). Default: the folder's.") var karras: Bool?
     @Option(help: "--fd: DDIM's eta.") var eta: Float = 0
     @Option(name: .customLong("class"), help: "--fd, class-conditional models: a class name, an index, all or none (default all).")
     var classLabel: String?
@@ -128,16 +130,17 @@ struct Evaluate: ParsableCommand {
                 throw CommandError("\(folder.path) draws \(shape[1])x\(shape[2])x\(shape[3]) images; the classifier in "
                                    + "\(classifierFolder.path) takes \(c)x\(size)x\(size)")
             }
-            let kind = sampler ?? (pipeline.schedulerConfig.className == "DDIMScheduler" ? .ddim : .ddpm)
-            let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta)
+            let kind = sampler ?? pipeline.defaultSampler
+            let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, karras: karras)
+            let stepCount = steps ?? kind.defaultSteps(pipeline.schedulerConfig.numTrainTimesteps)
             let labels = try Sample.classLabels(for: pipeline, count: shape[0], classLabel: classLabel, guidanceScale: guidanceScale)
             var rng = RandomGenerator(seed: seed)
             let noise = Tensor.randomNormal(shape, using: &rng)
             let bar = ProgressBar(total: scheduler.timesteps.count * ((shape[0] + batchSize - 1) / batchSize),
-                                  label: "\(kind.rawValue) \(scheduler.timesteps.count) steps")
+                                  label: "\(kind.rawValue) \(stepCount) steps")
             generated = pipeline.generate(from: noise, with: scheduler, classLabels: labels, guidanceScale: guidanceScale,
                                           batchSize: batchSize, using: &rng) { done, _ in bar.update(done) }
-            what = "\(shape[0]) samples of \(folder.path), \(kind.rawValue) \(scheduler.timesteps.count) steps"
+            what = "\(shape[0]) samples of \(folder.path), \(kind.rawValue) \(stepCount) steps" + (karras == true ? " (Karras sigmas)" : "")
                 + (guidanceScale != 1 ? ", guidance \(guidanceScale)" : "")
         }
         if let bad = generated.scalars.firstIndex(where: { !$0.isFinite }) {

@@ -25,8 +25,11 @@ struct Sample: ParsableCommand {
 
     @Option(help: "Model folder (diffusers pipeline or unet folder). Default: the bundled model.") var model: String?
     @Option(help: "Number of images (ignored with --noise).") var count = 16
-    @Option(help: "Sampler: ddpm (ancestral) or ddim. Default: the folder's scheduler class.") var sampler: Pipeline.SamplerKind?
-    @Option(help: "Inference steps. Default: all training timesteps for ddpm, 50 for ddim.") var steps: Int?
+    @Option(help: "Sampler: ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M), euler, euler-a (ancestral) or heun. Default: the folder's scheduler class.")
+    var sampler: Pipeline.SamplerKind?
+    @Option(help: "Inference steps. Default: all training timesteps for ddpm, 50 for ddim, 25 for the others.") var steps: Int?
+    @Flag(inversion: .prefixedNo, help: "Karras et al.'s sigmas (dpm++, euler, heun). Default: the folder's use_karras_sigmas.")
+    var karras: Bool?
     @Option(help: "DDIM's eta: 0 deterministic, 1 DDPM-like noise.") var eta: Float = 0
     @Option(help: "Timestep spacing: leading, trailing or linspace. Default: the folder's.") var timestepSpacing: SchedulerConfig.TimestepSpacing?
     @Option(help: "Random seed.") var seed: UInt64 = 0
@@ -45,15 +48,19 @@ struct Sample: ParsableCommand {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         guard output.hasSuffix(".png") || output.hasSuffix(".npy") else { throw ValidationError("--output must end in .png or .npy") }
         if let progression, !progression.hasSuffix(".png") { throw ValidationError("--progression must end in .png") }
-        if eta > 0 && sampler == .ddpm { throw ValidationError("--eta applies to the ddim sampler only") }
+        if eta > 0 && sampler != nil && sampler != .ddim { throw ValidationError("--eta applies to the ddim sampler only") }
+        if karras != nil && [.ddpm, .ddim, .eulerAncestral].contains(sampler) {
+            throw ValidationError("--karras applies to the dpm++, euler and heun samplers")
+        }
         guard guidanceScale.isFinite && guidanceScale >= 0 else { throw ValidationError("--guidance-scale must be 0 or more") }
     }
 
     func run() throws {
         let folder = try model.map { URL(fileURLWithPath: $0) } ?? BundledModel.folder()
         let pipeline = try Pipeline.load(folder)
-        let kind = sampler ?? (pipeline.schedulerConfig.className == "DDIMScheduler" ? .ddim : .ddpm)
-        let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, spacing: timestepSpacing)
+        let kind = sampler ?? pipeline.defaultSampler
+        let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, spacing: timestepSpacing, karras: karras)
+        let stepCount = steps ?? kind.defaultSteps(pipeline.schedulerConfig.numTrainTimesteps)
 
         var rng = RandomGenerator(seed: seed)
         let start: Tensor
@@ -79,7 +86,7 @@ struct Sample: ParsableCommand {
         var results: [Tensor] = []
         var strip: [Tensor] = progression == nil ? [] : [start.slice(0..<shown)]
         let bar = ProgressBar(total: scheduler.timesteps.count * ((n + batchSize - 1) / batchSize),
-                              label: "\(kind.rawValue) \(scheduler.timesteps.count) steps")
+                              label: "\(kind.rawValue) \(stepCount) steps")
         let began = Date()
         var done = 0
         for b in stride(from: 0, to: n, by: batchSize) {
@@ -101,7 +108,7 @@ struct Sample: ParsableCommand {
         if output.hasSuffix(".npy") { try NPY.write(result, to: url) } else { try grid(result, labels: labels).writePNG(to: url) }
         if let progression { try progressionStrip(strip).writePNG(to: URL(fileURLWithPath: progression)) }
         print(String(format: "wrote %@: %d images, %@ %d steps in %.1f s (%.2f images/s)",
-                     output, n, kind.rawValue, scheduler.timesteps.count, seconds, Double(n) / seconds))
+                     output, n, kind.rawValue, stepCount, seconds, Double(n) / seconds))
     }
 
     /// The label of each image: --class resolved against the model's classes (every class in turn

@@ -96,15 +96,15 @@ import TestSupport
             meanSquaredError(predict(schedule.addNoise(x0, noise: noise, timesteps: t), t, labels), noise).backward()
             optimizer.update()
         }
-        let scheduler = DDPMScheduler(config: config)
         func sample(_ labels: [Int], guidance: Float) -> [Int?] {
+            var scheduler = DDPMScheduler(config: config)
             let n = labels.count
             var x = Tensor.randomNormal([n, 2], using: &rng)
-            for t in scheduler.timesteps {
-                let times = Array(repeating: t, count: 2 * n)
+            for (i, t) in scheduler.timesteps.enumerated() {
+                let times = Array(repeating: Int(t), count: 2 * n)
                 let both = withoutGradients { predict(Tensor.joined([x, x]), times, labels + Array(repeating: null, count: n)) }
                 let eps = classifierFreeGuidance(conditional: both.slice(0..<n), unconditional: both.slice(n..<(2 * n)), scale: guidance)
-                x = scheduler.step(eps, timestep: t, sample: x, using: &rng).previousSample
+                x = scheduler.step(eps, index: i, sample: x, using: &rng).previousSample
             }
             return (0..<n).map { i in
                 let (px, py) = (x.pointer[2 * i], x.pointer[2 * i + 1])

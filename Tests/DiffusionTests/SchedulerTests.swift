@@ -45,7 +45,7 @@ func load(_ name: String) throws -> Tensor { try NPY.readTensor(tiny.appendingPa
     @Test func ddimTimestepsMatchDiffusers() throws {
         var ddim = try DDIMScheduler(config: config)
         try ddim.setTimesteps(10)
-        let expected = try NPY.read(tiny.appendingPathComponent("ddim_timesteps.npy")).values.map { Int($0) }
+        let expected = try NPY.read(tiny.appendingPathComponent("ddim_timesteps.npy")).values.map { Float($0) }
         #expect(ddim.timesteps == expected)
     }
 }

@@ -110,12 +110,12 @@ func tinyTrainer(seed: UInt64 = 0, steps: Int) -> Trainer {
             meanSquaredError(predict(schedule.addNoise(x0, noise: noise, timesteps: t), t), noise).backward()
             optimizer.update()
         }
-        let scheduler = DDPMScheduler(config: config)
+        var scheduler = DDPMScheduler(config: config)
         let n = 2000
         var x = Tensor.randomNormal([n, 2], using: &rng)
-        for t in scheduler.timesteps {
-            let eps = withoutGradients { predict(x, Array(repeating: t, count: n)) }
-            x = scheduler.step(eps, timestep: t, sample: x, using: &rng).previousSample
+        for (i, t) in scheduler.timesteps.enumerated() {
+            let eps = withoutGradients { predict(x, Array(repeating: Int(t), count: n)) }
+            x = scheduler.step(eps, index: i, sample: x, using: &rng).previousSample
         }
         var near = 0, counts = [Int](repeating: 0, count: 8)
         for i in 0..<n {

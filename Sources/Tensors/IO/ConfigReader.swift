@@ -30,10 +30,29 @@ public struct ConfigReader {
     }
 
     public init(json data: Data, source: URL) throws {
-        guard let object = try? JSONSerialization.jsonObject(with: data), let dict = object as? [String: Any] else {
+        guard let object = try? JSONSerialization.jsonObject(with: Self.standardJSON(data)), let dict = object as? [String: Any] else {
             throw ConfigError(source, key: nil, "is not a JSON object")
         }
         self.init(dict: dict, source: source)
+    }
+
+    /// Python's `json` writes infinities and NaN as bare `-Infinity`, `Infinity` and `NaN` (diffusers'
+    /// DPMSolverMultistepScheduler saves `"lambda_min_clipped": -Infinity`), which JSON has no
+    /// words for: they are read as these placeholder strings, which `double` turns back into numbers.
+    static let pythonNumbers: [String: Double] = ["__-Infinity__": -.infinity, "__Infinity__": .infinity, "__NaN__": .nan]
+    public static let negativeInfinityPlaceholder = "__-Infinity__"
+
+    static func standardJSON(_ data: Data) -> Data {
+        guard let text = String(data: data, encoding: .utf8), text.contains("Infinity") || text.contains("NaN"),
+              let pattern = try? NSRegularExpression(pattern: #"([:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]\}])"#) else { return data }
+        let range = NSRange(text.startIndex..., in: text)
+        return Data(pattern.stringByReplacingMatches(in: text, range: range, withTemplate: "$1\"__$2__\"").utf8)
+    }
+
+    /// JSON as Python writes it: the placeholder of an infinity back to a bare `-Infinity`.
+    public static func pythonJSON(_ data: Data) -> Data {
+        guard let text = String(data: data, encoding: .utf8) else { return data }
+        return Data(text.replacingOccurrences(of: "\"\(negativeInfinityPlaceholder)\"", with: "-Infinity").utf8)
     }
 
     /// Whether the key is present with a non-null value.
@@ -48,6 +67,7 @@ public struct ConfigReader {
     }
     private func number(_ key: String) throws -> NSNumber? {
         guard let v = value(key) else { return nil }
+        if let s = v as? String, let n = Self.pythonNumbers[s] { return NSNumber(value: n) }
         guard let n = v as? NSNumber, !isBool(n) else { throw ConfigError(source, key: key, "must be a number, is \(v)") }
         return n
     }
