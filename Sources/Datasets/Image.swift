@@ -89,20 +89,27 @@ public struct Image: Equatable, Sendable {
     }
 }
 
-/// Tiles images [N, C, H, W] in [-1, 1] into one image, `columns` across, separated by `padding`
-/// pixels of `background` (0..255).
-public func imageGrid(_ images: Tensor, columns: Int? = nil, padding: Int = 2, background: UInt8 = 0) -> Image {
+/// The integer factor that makes an image of this width at least 64 pixels wide on screen.
+public func gridScale(width: Int) -> Int { max(1, (64 + width - 1) / max(width, 1)) }
+
+/// Tiles images [N, C, H, W] in [-1, 1] into one image, `columns` across, each enlarged `scale`
+/// times by nearest neighbour (default: to at least 64 pixels wide; 1 keeps their size), separated
+/// by `padding` pixels of `background` (0..255).
+
+public func imageGrid(_ images: Tensor, columns: Int? = nil, padding: Int = 2, background: UInt8 = 0, scale: Int? = nil) -> Image {
     let (n, c, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])
+    let k = max(1, scale ?? gridScale(width: w))
     let cols = max(1, min(n, columns ?? Int(Double(n).squareRoot().rounded(.up))))
     let rows = (n + cols - 1) / cols
-    let gw = cols * w + (cols + 1) * padding, gh = rows * h + (rows + 1) * padding
+    let (sh, sw) = (h * k, w * k)
+    let gw = cols * sw + (cols + 1) * padding, gh = rows * sh + (rows + 1) * padding
     var pixels = [UInt8](repeating: background, count: gw * gh * c)
-    for k in 0..<n {
-        let tile = Image(images.slice(k..<(k + 1)))
-        let x0 = padding + (k % cols) * (w + padding), y0 = padding + (k / cols) * (h + padding)
-        for y in 0..<h {
-            for x in 0..<w {
-                for ch in 0..<c { pixels[((y0 + y) * gw + x0 + x) * c + ch] = tile.pixels[(y * w + x) * c + ch] }
+    for i in 0..<n {
+        let tile = Image(images.slice(i..<(i + 1)))
+        let x0 = padding + (i % cols) * (sw + padding), y0 = padding + (i / cols) * (sh + padding)
+        for y in 0..<sh {
+            for x in 0..<sw {  // nearest neighbour: each pixel k x k times
+                for ch in 0..<c { pixels[((y0 + y) * gw + x0 + x) * c + ch] = tile.pixels[((y / k) * w + x / k) * c + ch] }
             }
         }
     }

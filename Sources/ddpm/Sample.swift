@@ -39,11 +39,14 @@ struct Sample: ParsableCommand {
     @Option(help: "Images denoised at once.") var batchSize = 64
     @Option(name: .customLong("class"), help: "Class-conditional models: a class name, an index, all or none (default all).")
     var classLabel: String?
+    @Option(help: "Enlarge each image of a PNG K times (nearest neighbour). Default: to at least 64 pixels wide; 1: as drawn.")
+    var scale: Int?
     @Option(help: "Classifier-free guidance scale W (1: none; class-conditional models).") var guidanceScale: Float = 1
 
     func validate() throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        if let scale, !(1...64).contains(scale) { throw ValidationError("--scale must lie in 1...64") }
         guard eta >= 0 else { throw ValidationError("--eta must be 0 or more") }
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         guard output.hasSuffix(".png") || output.hasSuffix(".npy") else { throw ValidationError("--output must end in .png or .npy") }
@@ -145,19 +148,19 @@ struct Sample: ParsableCommand {
     func grid(_ images: Tensor, labels: [Int]?) -> Image {
         let n = images.shape[0], k = Set(labels ?? []).count
         guard let labels, k > 1, n % k == 0, labels.enumerated().allSatisfy({ $0.element == $0.offset % k }) else {
-            return imageGrid(images)
+            return imageGrid(images, scale: scale)
         }
         let columns = n / k
         // grid position i, in row i / columns (the class) and column i % columns, shows image (i % columns) k + i / columns
         let byClass = (0..<n).map { i in (i % columns) * k + i / columns }.map { images.slice($0..<($0 + 1)) }
-        return imageGrid(Tensor.joined(byClass), columns: columns)
+        return imageGrid(Tensor.joined(byClass), columns: columns, scale: scale)
     }
 
     /// One row per image, one column per frame.
     func progressionStrip(_ frames: [Tensor]) -> Image {
         let rows = frames.map { $0.shape[0] }.min()!
         let tiles = (0..<rows).flatMap { r in frames.map { $0.slice(r..<(r + 1)) } }
-        return imageGrid(Tensor.joined(tiles), columns: frames.count)
+        return imageGrid(Tensor.joined(tiles), columns: frames.count, scale: scale)
     }
 }
 

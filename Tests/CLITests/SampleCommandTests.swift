@@ -33,6 +33,31 @@ func ddpm(_ arguments: [String], environment: [String: String] = [:]) throws -> 
         #expect(FileManager.default.isExecutableFile(atPath: ddpmBinary.path), "no ddpm binary at \(ddpmBinary.path)")
     }
 
+    /// The fast samplers through the command line from the fixtures' noise equal diffusers' loops;
+    /// a folder converted to DPM-Solver++ samples with it by default (25 steps).
+    @Test func fastSamplersThroughTheCommandLine() throws {
+        let dir = temporaryDirectory()
+        let loops = try Safetensors.read(fixtures.appendingPathComponent("fast-samplers/loops.safetensors")).tensors
+        let noise = dir.appendingPathComponent("noise.npy")
+        try NPY.write(loops["noise"]!, to: noise)
+        func expectMatch(_ arguments: [String], _ key: String, model: String? = nil) throws {
+            let out = dir.appendingPathComponent("out.npy")
+            let r = try ddpm(["sample", "--model", model ?? tiny.path, "--noise", noise.path, "--output", out.path] + arguments)
+            #expect(r.status == 0, "\(r.err)")
+            let worst = zip(try NPY.readTensor(out).scalars, loops[key + "/sample"]!.scalars).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-3, "\(arguments): largest difference \(worst) from \(key)")
+        }
+        try expectMatch(["--sampler", "dpm++", "--steps", "10"], "dpm++_folder_10_plain_epsilon")
+        try expectMatch(["--sampler", "euler", "--steps", "25", "--karras"], "euler_folder_25_karras_epsilon")
+        try expectMatch(["--sampler", "heun", "--steps", "10"], "heun_folder_10_plain_epsilon")
+        let converted = dir.appendingPathComponent("dpm").path
+        let r = try ddpm(["convert", "--model", tiny.path, "--output", converted, "--scheduler", "dpm++"])
+        #expect(r.status == 0 && r.out.contains("DPMSolverMultistepScheduler"), "\(r.err)")
+        try expectMatch([], "dpm++_folder_25_plain_epsilon", model: converted)
+        let bad = try ddpm(["sample", "--model", tiny.path, "--sampler", "ddim", "--karras", "--count", "1"])
+        #expect(bad.status != 0 && bad.err.contains("--karras applies to"), "\(bad.err)")
+    }
+
     /// `ddpm sample --sampler ddim --steps 10 --eta 0 --noise ddim_noise.npy --output out.npy` equals diffusers.
     @Test func ddimThroughTheCommandLineMatchesDiffusers() throws {
         let out = temporaryDirectory().appendingPathComponent("out.npy")
