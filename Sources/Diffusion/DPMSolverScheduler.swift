@@ -64,6 +64,11 @@ public struct DPMSolverScheduler: Scheduler {
 
     public func needsNoise(index: Int) -> Bool { false }
 
+    public func addNoise(_ original: Tensor, noise: Tensor, index: Int) -> Tensor {
+        let (alpha, sigma, _) = coefficients(index)
+        return linearCombination(Float(alpha), original, Float(sigma), noise)
+    }
+
     /// alpha, s and lambda at the i-th sigma.
     func coefficients(_ i: Int) -> (alpha: Double, sigma: Double, lambda: Double) {
         let sigma = Double(sigmas[i]), alpha = 1 / (sigma * sigma + 1).squareRoot()

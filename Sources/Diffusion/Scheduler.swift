@@ -22,6 +22,11 @@ public protocol Scheduler: Sendable {
     func needsNoise(index: Int) -> Bool
     /// The step after model call `index`. `noise` is standard normal noise of the sample's shape when `needsNoise`.
     mutating func step(_ modelOutput: Tensor, index: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep
+    /// A clean image noised to the level of call `index`, as the loop holds its sample there
+    /// (diffusers' `add_noise`): sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, or x_0 + sigma eps.
+    func addNoise(_ original: Tensor, noise: Tensor, index: Int) -> Tensor
+    /// Model calls per step: 1, or 2 for Heun.
+    var order: Int { get }
 }
 
 public struct SchedulerStep: Sendable {
@@ -48,6 +53,13 @@ public enum SchedulerError: Error, CustomStringConvertible, Equatable {
 extension Scheduler {
     public var initNoiseSigma: Float { 1 }
     public func scaleModelInput(_ sample: Tensor, index: Int) -> Tensor { sample }
+    public var order: Int { 1 }
+    /// The number of steps (not model calls).
+    public var stepCount: Int { (timesteps.count + order - 1) / order }
+
+    public func addNoise(_ original: Tensor, noise: Tensor, index: Int) -> Tensor {
+        schedule.addNoise(original, noise: noise, timesteps: Array(repeating: Int(timesteps[index]), count: original.shape[0]))
+    }
 
     /// One step, drawing the noise it needs from `rng`.
     public mutating func step(_ modelOutput: Tensor, index: Int, sample: Tensor, using rng: inout RandomGenerator) -> SchedulerStep {

@@ -102,6 +102,8 @@ public struct EulerScheduler: Scheduler {
 
     public func scaleModelInput(_ sample: Tensor, index: Int) -> Tensor { sample / (sigmas[index] * sigmas[index] + 1).squareRoot() }
 
+    public func addNoise(_ original: Tensor, noise: Tensor, index: Int) -> Tensor { linearCombination(1, original, sigmas[index], noise) }
+
     public func needsNoise(index: Int) -> Bool { false }
 
     public func step(_ output: Tensor, index: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
@@ -139,6 +141,7 @@ public struct EulerAncestralScheduler: Scheduler {
     public mutating func setTimesteps(_ count: Int) throws { try euler.setTimesteps(count) }
     public var initNoiseSigma: Float { euler.initNoiseSigma }
     public func scaleModelInput(_ sample: Tensor, index: Int) -> Tensor { euler.scaleModelInput(sample, index: index) }
+    public func addNoise(_ original: Tensor, noise: Tensor, index: Int) -> Tensor { euler.addNoise(original, noise: noise, index: index) }
 
     func levels(_ index: Int) -> (up: Float, down: Float) {
         let from = sigmas[index], to = sigmas[index + 1]
@@ -197,7 +200,11 @@ public struct HeunScheduler: Scheduler {
 
     public var initNoiseSigma: Float { initialSigma(sigmas, spacing: config.timestepSpacing) }
 
+    public var order: Int { 2 }
+
     public func scaleModelInput(_ sample: Tensor, index: Int) -> Tensor { sample / (sigmas[index] * sigmas[index] + 1).squareRoot() }
+
+    public func addNoise(_ original: Tensor, noise: Tensor, index: Int) -> Tensor { linearCombination(1, original, sigmas[index], noise) }
 
     public func needsNoise(index: Int) -> Bool { false }
 
