@@ -46,7 +46,8 @@ public struct ImageDataset: @unchecked Sendable {
 
     /// Loads `source` and fits it to the model: `channels` (grey and RGB convert into each other)
     /// and a square `size` (image folders are resized and centre-cropped; other sources must match).
-    /// `source` is `fashion-mnist`, an IDX folder or file, a CIFAR-10 folder, an image folder or a `.npy`.
+    /// `source` is `fashion-mnist`, an IDX folder or file, a CIFAR-10 folder, an image folder, one
+    /// PNG or JPEG (resized and cropped as a folder's), or a `.npy`.
     /// `labels`, a `.npy` of integers, gives (or replaces) the images' class labels. `split` .test
     /// reads the source's test set where it has one (IDX `t10k-*` files, CIFAR-10's `test_batch.bin`).
     public static func load(_ source: String, channels: Int, size: Int, labels: String? = nil,
@@ -62,7 +63,13 @@ public struct ImageDataset: @unchecked Sendable {
         }
         var data: ImageDataset
         if !isDirectory.boolValue {
-            if path.hasSuffix(".npy") { data = try npy(url) } else { data = try idx(url) }
+            if path.hasSuffix(".npy") {
+                data = try npy(url)
+            } else if ["png", "jpg", "jpeg"].contains(url.pathExtension.lowercased()) {
+                data = try imageFolder(url.deletingLastPathComponent(), names: [url.lastPathComponent], channels: channels, size: size)
+            } else {
+                data = try idx(url)
+            }
         } else {
             let names = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
             let trainIDX = names.first { $0.hasPrefix("train-images-idx3-ubyte") }, testIDX = names.first { $0.hasPrefix("t10k-images-idx3-ubyte") }

@@ -145,12 +145,13 @@ public final class Pipeline {
     /// A scheduler of the given kind made from this pipeline's config (as diffusers'
     /// `from_config` makes one class from another's config), with `steps` inference steps
     /// (default: all training timesteps for DDPM, 50 for DDIM, 25 for the others) and,
-    /// optionally, another spacing or Karras sigmas.
+    /// optionally, another spacing, Karras sigmas or x_0 clipping.
     public func scheduler(_ kind: SamplerKind, steps: Int? = nil, eta: Float = 0,
-                          spacing: SchedulerConfig.TimestepSpacing? = nil, karras: Bool? = nil) throws -> any Scheduler {
+                          spacing: SchedulerConfig.TimestepSpacing? = nil, karras: Bool? = nil, clipSample: Bool? = nil) throws -> any Scheduler {
         var config = try schedulerConfig.converted(to: kind.className)
         if let spacing { config.timestepSpacing = spacing }
         if let karras { config.useKarrasSigmas = karras }
+        if let clipSample { config.clipSample = clipSample }
         var s = try kind.make(config, eta: eta)
         try s.setTimesteps(steps ?? kind.defaultSteps(config.numTrainTimesteps))
         return s
@@ -167,26 +168,41 @@ public final class Pipeline {
     /// and follows them more strongly with `guidanceScale` > 1 (classifier-free guidance).
     public func denoise(_ noise: Tensor, with scheduler: any Scheduler, classLabels: [Int]? = nil, guidanceScale: Float = 1,
                         using rng: RandomGenerator) -> Denoising {
-        Denoising(unet: unet, scheduler: scheduler, sample: noise, rng: rng, classLabels: classLabels, guidanceScale: guidanceScale)
+        let start = scheduler.initNoiseSigma == 1 ? noise : noise * scheduler.initNoiseSigma
+        return denoise(from: start, at: 0, with: scheduler, classLabels: classLabels, guidanceScale: guidanceScale, using: rng)
+    }
+
+    /// The reverse process from a sample already at the noise level of model call `index` (an
+    /// image noised partway, for editing), through the scheduler's remaining calls.
+    public func denoise(from sample: Tensor, at index: Int, with scheduler: any Scheduler, classLabels: [Int]? = nil,
+                        guidanceScale: Float = 1, using rng: RandomGenerator) -> Denoising {
+        Denoising(unet: unet, scheduler: scheduler, sample: sample, startIndex: index, rng: rng,
+                  classLabels: classLabels, guidanceScale: guidanceScale)
     }
 
     /// The reverse process from `noise` [N, C, H, W], `batchSize` images at a time; batch b continues
-    /// the scheduler's generator where batch b - 1 left it. `progress(steps done, steps in all)`
-    /// after every step of every batch.
+    /// the scheduler's generator where batch b - 1 left it. `observe(images of the batch, step)` and
+    /// `progress(model calls done, in all)` after every call. Sampling, editing and evaluation share
+    /// this loop.
     public func generate(from noise: Tensor, with scheduler: any Scheduler, classLabels: [Int]? = nil, guidanceScale: Float = 1,
-                         batchSize: Int, using rng: inout RandomGenerator, progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
-        let n = noise.shape[0], steps = scheduler.timesteps.count
-        let total = steps * ((n + batchSize - 1) / batchSize)
-        var done = 0, results: [Tensor] = []
-        for b in stride(from: 0, to: n, by: batchSize) {
-            let range = b..<min(b + batchSize, n)
-            var loop = denoise(noise.slice(range), with: scheduler, classLabels: classLabels.map { Array($0[range]) },
-                               guidanceScale: guidanceScale, using: rng)
-            while loop.next() != nil { done += 1; progress(done, total) }
-            rng = loop.rng
-            results.append(loop.sample)
+                         batchSize: Int, using rng: inout RandomGenerator, observe: (Range<Int>, Denoising.Step) -> Void = { _, _ in },
+                         progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
+        generate(from: scheduler.initNoiseSigma == 1 ? noise : noise * scheduler.initNoiseSigma, startingAt: 0, with: scheduler,
+                 classLabels: classLabels, guidanceScale: guidanceScale, batchSize: batchSize, using: &rng, observe: observe,
+                 progress: progress)
+    }
+
+    /// Starting noise from a float32 `.npy`: shaped [N, C, H, W] for this model, every value finite.
+    public func noise(from url: URL) throws -> Tensor {
+        let noise = try NPY.readTensor(url)
+        let expected = sampleShape(count: noise.shape.first ?? 0)
+        guard noise.shape == expected, noise.shape[0] >= 1 else {
+            throw FormatError(url, "noise has shape \(noise.shape); this model needs [N, \(expected[1]), \(expected[2]), \(expected[3])]")
         }
-        return Tensor.joined(results)
+        if let bad = noise.scalars.firstIndex(where: { !$0.isFinite }) {
+            throw FormatError(url, "noise holds a non-finite value (\(noise.scalars[bad])) at index \(bad)")
+        }
+        return noise
     }
 }
 
@@ -212,13 +228,14 @@ public struct Denoising: Sequence, IteratorProtocol {
     let guidanceScale: Float
     var index = 0
 
-    init(unet: UNet2DModel, scheduler: any Scheduler, sample: Tensor, rng: RandomGenerator, classLabels: [Int]?, guidanceScale: Float) {
+    init(unet: UNet2DModel, scheduler: any Scheduler, sample: Tensor, startIndex: Int, rng: RandomGenerator, classLabels: [Int]?,
+         guidanceScale: Float) {
         precondition((classLabels != nil) == unet.config.isClassConditional,
                      unet.config.isClassConditional ? "a class-conditional model samples with labels" : "an unconditional model takes no labels")
         precondition(classLabels == nil || classLabels!.count == sample.shape[0], "\(classLabels!.count) labels for \(sample.shape[0]) images")
         precondition(guidanceScale == 1 || unet.config.nullClassLabel != nil, "guidance needs a class-conditional model with a null label")
-        self.unet = unet; self.scheduler = scheduler; self.rng = rng
-        self.sample = scheduler.initNoiseSigma == 1 ? sample : sample * scheduler.initNoiseSigma
+        precondition(startIndex >= 0 && startIndex <= scheduler.timesteps.count, "start at call \(startIndex) of \(scheduler.timesteps.count)")
+        self.unet = unet; self.scheduler = scheduler; self.rng = rng; self.sample = sample; index = startIndex
         self.classLabels = classLabels; self.guidanceScale = guidanceScale
     }
 

@@ -139,7 +139,7 @@ struct Evaluate: ParsableCommand {
             let bar = ProgressBar(total: scheduler.timesteps.count * ((shape[0] + batchSize - 1) / batchSize),
                                   label: "\(kind.rawValue) \(stepCount) steps")
             generated = pipeline.generate(from: noise, with: scheduler, classLabels: labels, guidanceScale: guidanceScale,
-                                          batchSize: batchSize, using: &rng) { done, _ in bar.update(done) }
+                                          batchSize: batchSize, using: &rng, progress: { done, _ in bar.update(done) })
             what = "\(shape[0]) samples of \(folder.path), \(kind.rawValue) \(stepCount) steps" + (karras == true ? " (Karras sigmas)" : "")
                 + (guidanceScale != 1 ? ", guidance \(guidanceScale)" : "")
         }

@@ -30,6 +30,8 @@ struct Sample: ParsableCommand {
     @Option(help: "Inference steps. Default: all training timesteps for ddpm, 50 for ddim, 25 for the others.") var steps: Int?
     @Flag(inversion: .prefixedNo, help: "Karras et al.'s sigmas (dpm++, euler, heun). Default: the folder's use_karras_sigmas.")
     var karras: Bool?
+    @Flag(inversion: .prefixedNo, help: "Clip x_0 to [-1, 1] (ddpm, ddim, heun). Default: the folder's clip_sample; off to decode ddpm invert's noise.")
+    var clipSample: Bool?
     @Option(help: "DDIM's eta: 0 deterministic, 1 DDPM-like noise.") var eta: Float = 0
     @Option(help: "Timestep spacing: leading, trailing or linspace. Default: the folder's.") var timestepSpacing: SchedulerConfig.TimestepSpacing?
     @Option(help: "Random seed.") var seed: UInt64 = 0
@@ -62,49 +64,26 @@ struct Sample: ParsableCommand {
         let folder = try model.map { URL(fileURLWithPath: $0) } ?? BundledModel.folder()
         let pipeline = try Pipeline.load(folder)
         let kind = sampler ?? pipeline.defaultSampler
-        let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, spacing: timestepSpacing, karras: karras)
+        let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, spacing: timestepSpacing, karras: karras, clipSample: clipSample)
         let stepCount = steps ?? kind.defaultSteps(pipeline.schedulerConfig.numTrainTimesteps)
 
         var rng = RandomGenerator(seed: seed)
-        let start: Tensor
-        if let noise {
-            let url = URL(fileURLWithPath: noise)
-            start = try NPY.readTensor(url)
-            let expected = pipeline.sampleShape(count: start.shape.first ?? 0)
-            guard start.shape == expected, start.shape[0] >= 1 else {
-                throw FormatError(url, "noise has shape \(start.shape); this model needs [N, \(expected[1]), \(expected[2]), \(expected[3])]")
-            }
-            if let bad = start.scalars.firstIndex(where: { !$0.isFinite }) {
-                throw FormatError(url, "noise holds a non-finite value (\(start.scalars[bad])) at index \(bad)")
-            }
-        } else {
-            start = Tensor.randomNormal(pipeline.sampleShape(count: count), using: &rng)
-        }
-
+        let start = try noise.map { try pipeline.noise(from: URL(fileURLWithPath: $0)) }
+            ?? Tensor.randomNormal(pipeline.sampleShape(count: count), using: &rng)
         let n = start.shape[0]
         let labels = try classLabels(for: pipeline, count: n)
-        let frames = min(10, scheduler.timesteps.count)
-        let frameSteps = Set((1...frames).map { scheduler.timesteps.count * $0 / frames - 1 })
+        let calls = scheduler.timesteps.count
+        let frameSteps = Set((1...min(10, calls)).map { calls * $0 / min(10, calls) - 1 })
         let shown = min(n, 8)
-        var results: [Tensor] = []
         var strip: [Tensor] = progression == nil ? [] : [start.slice(0..<shown)]
-        let bar = ProgressBar(total: scheduler.timesteps.count * ((n + batchSize - 1) / batchSize),
-                              label: "\(kind.rawValue) \(stepCount) steps")
+        let bar = ProgressBar(total: calls * ((n + batchSize - 1) / batchSize), label: "\(kind.rawValue) \(stepCount) steps")
         let began = Date()
-        var done = 0
-        for b in stride(from: 0, to: n, by: batchSize) {
-            let m = min(batchSize, n - b)
-            var loop = pipeline.denoise(start.slice(b..<(b + m)), with: scheduler, classLabels: labels.map { Array($0[b..<(b + m)]) },
-                                        guidanceScale: guidanceScale, using: rng)
-            while let step = loop.next() {
-                done += 1
-                bar.update(done, detail: String(format: "%.2f img/s", Double(b + m * (step.index + 1) / step.count) / Date().timeIntervalSince(began)))
-                if b == 0, progression != nil, frameSteps.contains(step.index) { strip.append(step.sample.slice(0..<min(m, shown))) }
-            }
-            rng = loop.rng
-            results.append(loop.sample)
-        }
-        let result = Tensor.joined(results)
+        let result = pipeline.generate(from: start, with: scheduler, classLabels: labels, guidanceScale: guidanceScale, batchSize: batchSize,
+                                       using: &rng, observe: { batch, step in
+            if batch.lowerBound == 0, progression != nil, frameSteps.contains(step.index) { strip.append(step.sample.slice(0..<min(batch.count, shown))) }
+        }, progress: { done, total in
+            bar.update(done, detail: String(format: "%.2f img/s", Double(n) * Double(done) / Double(total) / Date().timeIntervalSince(began)))
+        })
         let seconds = Date().timeIntervalSince(began)
 
         let url = URL(fileURLWithPath: output)

@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+import Tensors
+import TestSupport
+
+/// `ddpm edit`, `ddpm invert` and `ddpm interpolate` on the tiny pipeline.
+@Suite struct EditCommandTests {
+    let tiny = fixtures.appendingPathComponent("tiny-pipeline").path
+
+    @Test func editInvertInterpolate() throws {
+        let dir = temporaryDirectory()
+        var rng = RandomGenerator(seed: 1)
+        let images = dir.appendingPathComponent("in.npy"), one = dir.appendingPathComponent("one.npy"), two = dir.appendingPathComponent("two.npy")
+        let x = Tensor(shape: [2, 1, 8, 8], (0..<128).map { _ in rng.uniform() * 2 - 1 })
+        try NPY.write(x, to: images)
+        try NPY.write(x.slice(0..<1), to: one)
+        try NPY.write(x.slice(1..<2), to: two)
+        let out = dir.appendingPathComponent("out.npy")
+
+        var r = try ddpm(["edit", "--model", tiny, "--image", images.path, "--strength", "0", "--output", out.path])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try NPY.readTensor(out).scalars == x.scalars, "strength 0 returns the input")
+        r = try ddpm(["edit", "--model", tiny, "--image", images.path, "--strength", "0.5", "--sampler", "dpm++", "--steps", "10",
+                      "--output", out.path])
+        #expect(r.status == 0 && r.out.contains("5 of 10 dpm++ steps"), "\(r.out) \(r.err)")
+        #expect(try NPY.readTensor(out).shape == [2, 1, 8, 8])
+
+        let noise = dir.appendingPathComponent("noise.npy")
+        r = try ddpm(["invert", "--model", tiny, "--image", images.path, "--steps", "10", "--output", noise.path])
+        #expect(r.status == 0, "\(r.err)")
+        r = try ddpm(["sample", "--model", tiny, "--noise", noise.path, "--sampler", "ddim", "--steps", "10", "--no-clip-sample", "--output", out.path])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try NPY.readTensor(out).shape == [2, 1, 8, 8])
+
+        r = try ddpm(["interpolate", "--model", tiny, "--image", one.path, "--image", two.path, "--frames", "5", "--steps", "10",
+                      "--output", out.path])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try NPY.readTensor(out).shape == [5, 1, 8, 8])
+
+        // bad input: clear errors, nothing written
+        let fresh = dir.appendingPathComponent("fresh.png").path
+        r = try ddpm(["edit", "--model", tiny, "--image", images.path, "--strength", "1.5", "--output", fresh])
+        #expect(r.status != 0 && r.err.contains("--strength must lie in [0, 1]"), "\(r.err)")
+        let broken = dir.appendingPathComponent("broken.png")
+        try Data("not a png".utf8).write(to: broken)
+        r = try ddpm(["edit", "--model", tiny, "--image", broken.path, "--strength", "0.5", "--output", fresh])
+        #expect(r.status != 0 && r.err.contains(broken.path), "\(r.err)")
+        try NPY.write(x * 3, to: images)
+        r = try ddpm(["invert", "--model", tiny, "--image", images.path, "--output", dir.appendingPathComponent("n.npy").path])
+        #expect(r.status != 0 && r.err.contains("is not in [-1, 1]"), "\(r.err)")
+        r = try ddpm(["interpolate", "--model", tiny, "--image", one.path, "--output", fresh])
+        #expect(r.status != 0 && r.err.contains("give --image twice"), "\(r.err)")
+        #expect(!FileManager.default.fileExists(atPath: fresh))
+    }
+}
