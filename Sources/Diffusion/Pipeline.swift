@@ -239,22 +239,8 @@ public struct Denoising: Sequence, IteratorProtocol {
         self.classLabels = classLabels; self.guidanceScale = guidanceScale
     }
 
-    /// The model's output at timestep t. With guidance (Ho & Salimans 2022, in diffusers' convention
-    /// s = 1 + w): eps = eps_uncond + s (eps_cond - eps_uncond), both halves in one batched pass.
     func prediction(at t: Float) -> Tensor {
-        let input = scheduler.scaleModelInput(sample, index: index)
-        let n = sample.shape[0], times = Array(repeating: t, count: n)
-        guard let classLabels, guidanceScale != 1, let null = unet.config.nullClassLabel else {
-            return unet(input, timesteps: times, classLabels: classLabels)
-        }
-        let both = unet(Tensor.joined([input, input]), timesteps: times + times,
-                        classLabels: classLabels + Array(repeating: null, count: n))
-        let c = sample.shape[1]
-        let (conditional, variance) = splitVariance(both.slice(0..<n), channels: c)
-        let unconditional = splitVariance(both.slice(n..<(2 * n)), channels: c).prediction
-        let guided = classifierFreeGuidance(conditional: conditional, unconditional: unconditional, scale: guidanceScale)
-        // a learned variance: the prediction is guided, the conditional half's variance kept (as DiT does)
-        return variance.map { concatChannels([guided, $0]) } ?? guided
+        guidedPrediction(unet, scheduler.scaleModelInput(sample, index: index), timestep: t, classLabels: classLabels, guidanceScale: guidanceScale)
     }
 
     public mutating func next() -> Step? {
@@ -273,6 +259,22 @@ public struct Denoising: Sequence, IteratorProtocol {
         while next() != nil {}
         return sample
     }
+}
+
+/// The model's output for x at timestep t. With guidance (Ho & Salimans 2022, in diffusers'
+/// convention s = 1 + w): eps = eps_uncond + s (eps_cond - eps_uncond), both halves in one batched pass.
+func guidedPrediction(_ unet: UNet2DModel, _ x: Tensor, timestep t: Float, classLabels: [Int]?, guidanceScale: Float) -> Tensor {
+    let n = x.shape[0], times = Array(repeating: t, count: n)
+    guard let classLabels, guidanceScale != 1, let null = unet.config.nullClassLabel else {
+        return unet(x, timesteps: times, classLabels: classLabels)
+    }
+    let both = unet(Tensor.joined([x, x]), timesteps: times + times, classLabels: classLabels + Array(repeating: null, count: n))
+    let c = x.shape[1]
+    let (conditional, variance) = splitVariance(both.slice(0..<n), channels: c)
+    let unconditional = splitVariance(both.slice(n..<(2 * n)), channels: c).prediction
+    let guided = classifierFreeGuidance(conditional: conditional, unconditional: unconditional, scale: guidanceScale)
+    // a learned variance: the prediction is guided, the conditional half's variance kept (as DiT does)
+    return variance.map { concatChannels([guided, $0]) } ?? guided
 }
 
 /// Classifier-free guidance (Ho & Salimans 2022) in diffusers' convention, s = 1 + w:

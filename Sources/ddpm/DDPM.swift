@@ -6,5 +6,5 @@ struct DDPM: ParsableCommand {
         commandName: "ddpm",
         abstract: "Denoising diffusion probabilistic models in Swift.",
         version: "0.1.0",
-        subcommands: [Sample.self, Edit.self, Invert.self, Interpolate.self, Train.self, Evaluate.self, ClassifierCommand.self, Noise.self, Init.self, Convert.self, Demo.self, Bench.self, Info.self])
+        subcommands: [Sample.self, Edit.self, Inpaint.self, Invert.self, Interpolate.self, Train.self, Evaluate.self, ClassifierCommand.self, Noise.self, Init.self, Convert.self, Demo.self, Bench.self, Info.self])
 }

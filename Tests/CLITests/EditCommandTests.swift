@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import Testing
 import Tensors
@@ -50,6 +51,32 @@ import TestSupport
         #expect(r.status != 0 && r.err.contains("is not in [-1, 1]"), "\(r.err)")
         r = try ddpm(["interpolate", "--model", tiny, "--image", one.path, "--output", fresh])
         #expect(r.status != 0 && r.err.contains("give --image twice"), "\(r.err)")
+        #expect(!FileManager.default.fileExists(atPath: fresh))
+    }
+
+    @Test func inpaintKeepsTheKnownPixels() throws {
+        let dir = temporaryDirectory()
+        var rng = RandomGenerator(seed: 2)
+        let images = dir.appendingPathComponent("in.npy"), out = dir.appendingPathComponent("out.npy")
+        let x = Tensor(shape: [2, 1, 8, 8], (0..<128).map { _ in rng.uniform() * 2 - 1 })
+        try NPY.write(x, to: images)
+        let mask = dir.appendingPathComponent("mask.png")
+        try Image(width: 8, height: 8, channels: 1, pixels: (0..<64).map { $0 < 32 ? 255 : 0 }).writePNG(to: mask)
+        var r = try ddpm(["inpaint", "--model", tiny, "--image", images.path, "--mask", mask.path, "--steps", "10", "--jump-length", "2",
+                          "--jump-n-sample", "2", "--output", out.path])
+        #expect(r.status == 0 && r.out.contains("2 images inpainted"), "\(r.err)")
+        let result = try NPY.readTensor(out)
+        for i in 0..<result.count where i % 64 < 32 { #expect(result.pointer[i] == x.pointer[i]) }
+        #expect((0..<result.count).contains { $0 % 64 >= 32 && result.pointer[$0] != x.pointer[$0] })
+
+        let grey = dir.appendingPathComponent("grey.png"), small = dir.appendingPathComponent("small.png")
+        try Image(width: 8, height: 8, channels: 1, pixels: Array(repeating: 128, count: 64)).writePNG(to: grey)
+        try Image(width: 4, height: 4, channels: 1, pixels: Array(repeating: 255, count: 16)).writePNG(to: small)
+        let fresh = dir.appendingPathComponent("fresh.npy").path
+        r = try ddpm(["inpaint", "--model", tiny, "--image", images.path, "--mask", grey.path, "--output", fresh])
+        #expect(r.status != 0 && r.err.contains(grey.path) && r.err.contains("not binary"), "\(r.err)")
+        r = try ddpm(["inpaint", "--model", tiny, "--image", images.path, "--mask", small.path, "--output", fresh])
+        #expect(r.status != 0 && r.err.contains("mask is 4x4"), "\(r.err)")
         #expect(!FileManager.default.fileExists(atPath: fresh))
     }
 }
