@@ -10,6 +10,8 @@ struct ImageInput: ParsableArguments {
     @Option(name: .customLong("class"), help: "Class-conditional models: a class name, an index, all or none (default none: p(x)).")
     var classLabel: String?
     @Option(help: "Images a U-Net batch.") var batchSize = 64
+    @Option(help: "Which images of a many-image source to take: comma-separated indices (default all), e.g. 0,1,2.")
+    var pick: String?
 
     func pipeline() throws -> (Pipeline, URL) {
         let folder = try model.map { URL(fileURLWithPath: $0) } ?? BundledModel.folder()
@@ -21,7 +23,14 @@ struct ImageInput: ParsableArguments {
     func images(_ source: String, for pipeline: Pipeline) throws -> Tensor {
         let c = pipeline.unet.config
         let set = try ImageDataset.load(source, channels: c.inChannels, size: c.sampleSize)
-        let images = set.images(0..<set.count)
+        var images = set.images(0..<set.count)
+        if let pick {
+            let indices = pick.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !indices.isEmpty, indices.allSatisfy({ $0 != nil && (0..<set.count).contains($0!) }) else {
+                throw ValidationError("--pick takes comma-separated indices below \(set.count) (the images in \(source)); got '\(pick)'")
+            }
+            images = Tensor.joined(indices.map { images.slice($0!..<($0! + 1)) })
+        }
         if let bad = images.scalars.firstIndex(where: { !$0.isFinite || abs($0) > 1.0001 }) {
             throw CommandError("\(source): value \(images.scalars[bad]) at index \(bad) is not in [-1, 1]")
         }
@@ -124,24 +133,30 @@ struct Interpolate: ParsableCommand {
         abstract: "Frames between two images: their DDIM-inverted noises interpolated spherically, decoded with DDIM.")
 
     @OptionGroup var input: ImageInput
-    @Option(help: "The two images (give --image twice): PNG, JPEG or a one-image .npy.") var image: [String] = []
+    @Option(help: "The two ends: --image twice (PNG, JPEG or a one-image .npy), or once for a source holding two (with --pick).")
+    var image: [String] = []
     @Option(help: "Frames, the two ends included.") var frames = 8
     @Option(help: "DDIM steps for encoding and decoding.") var steps = 50
     @Option(help: "Output: .png (a strip) or .npy.") var output = "interpolation.png"
     @Option(help: "Enlarge each image of a PNG K times.") var scale: Int?
 
     func validate() throws {
-        guard image.count == 2 else { throw ValidationError("give --image twice: the two ends") }
+        guard image.count == 2 || image.count == 1 else { throw ValidationError("give --image twice: the two ends") }
         guard frames >= 2, steps >= 1 else { throw ValidationError("--frames must be at least 2 and --steps at least 1") }
         guard output.hasSuffix(".png") || output.hasSuffix(".npy") else { throw ValidationError("--output must end in .png or .npy") }
     }
 
     func run() throws {
         let (pipeline, _) = try input.pipeline()
-        let ends = try image.map { path -> Tensor in
-            let t = try input.images(path, for: pipeline)
-            guard t.shape[0] == 1 else { throw CommandError("\(path): holds \(t.shape[0]) images; interpolation takes one at each end") }
-            return t
+        var ends = try image.map { try input.images($0, for: pipeline) }
+        if ends.count == 1 {
+            guard ends[0].shape[0] == 2 else {
+                throw CommandError("\(image[0]): \(ends[0].shape[0]) images; give --image twice, or one source of two images (--pick I,J)")
+            }
+            ends = [ends[0].slice(0..<1), ends[0].slice(1..<2)]
+        }
+        for (path, t) in zip(image, ends) where t.shape[0] != 1 {
+            throw CommandError("\(path): holds \(t.shape[0]) images; interpolation takes one at each end (--pick one)")
         }
         let began = Date()
         let labels = try input.labels(for: pipeline, count: 1)

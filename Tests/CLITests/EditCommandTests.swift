@@ -51,6 +51,12 @@ import TestSupport
         #expect(r.status != 0 && r.err.contains("is not in [-1, 1]"), "\(r.err)")
         r = try ddpm(["interpolate", "--model", tiny, "--image", one.path, "--output", fresh])
         #expect(r.status != 0 && r.err.contains("give --image twice"), "\(r.err)")
+        let pair = dir.appendingPathComponent("pair.npy")
+        try NPY.write(x, to: pair)
+        r = try ddpm(["interpolate", "--model", tiny, "--image", pair.path, "--pick", "1,0", "--frames", "3", "--steps", "5", "--output", out.path])
+        #expect(r.status == 0, "\(r.err)")
+        r = try ddpm(["edit", "--model", tiny, "--image", pair.path, "--pick", "0,7", "--strength", "0", "--output", fresh])
+        #expect(r.status != 0 && r.err.contains("--pick takes comma-separated indices below 2"), "\(r.err)")
         #expect(!FileManager.default.fileExists(atPath: fresh))
     }
 
