@@ -143,29 +143,66 @@ public final class Trainer {
         var data: String
     }
 
-    /// Writes the checkpoint. Every file goes through a temporary name and a rename, and
-    /// `training/state.json`, which names the step, is written last and checked against the others
-    /// on resume, so an interrupted save never passes for a complete one.
+    /// Writes the checkpoint so that a kill at any moment leaves one complete checkpoint: everything
+    /// resuming needs (raw and EMA weights, optimiser, generator, options, log) goes into
+    /// `training.partial/`, `state.json` last; then `training/` is swapped for it by two renames
+    /// (`recoverCheckpoint` finishes a swap a kill interrupted). The diffusers folder (`unet/` with
+    /// the EMA weights, configs) is written after, each file atomically. A save that fails (a full
+    /// disk) throws and leaves the previous checkpoint as it was.
     public func save(to folder: URL, dataSource: String) throws {
+        let fm = FileManager.default
         let stepTag = ["step": String(step)]
-        try pipeline.save(to: folder, weights: emaWeights)
-        let training = folder.appendingPathComponent("training")
-        try Safetensors.write(unet.stateDictionary, metadata: stepTag, to: training.appendingPathComponent("unet.safetensors"))
-        var moments: [String: Tensor] = [:]
-        let state = optimizer.state
-        for (i, name) in unet.parameters.map(\.name).enumerated() {
-            moments["exp_avg.\(name)"] = state.moments[2 * i].reshaped(unet.parameters[i].tensor.shape)
-            moments["exp_avg_sq.\(name)"] = state.moments[2 * i + 1].reshaped(unet.parameters[i].tensor.shape)
+        let training = folder.appendingPathComponent("training"), partial = folder.appendingPathComponent("training.partial")
+        let old = folder.appendingPathComponent("training.old")
+        try? fm.removeItem(at: partial)
+        do {
+            try fm.createDirectory(at: partial, withIntermediateDirectories: true)
+            try Safetensors.write(unet.stateDictionary, metadata: stepTag, to: partial.appendingPathComponent("unet.safetensors"))
+            try Safetensors.write(emaWeights, metadata: stepTag, to: partial.appendingPathComponent("ema.safetensors"))
+            var moments: [String: Tensor] = [:]
+            let state = optimizer.state
+            for (i, name) in unet.parameters.map(\.name).enumerated() {
+                moments["exp_avg.\(name)"] = state.moments[2 * i].reshaped(unet.parameters[i].tensor.shape)
+                moments["exp_avg_sq.\(name)"] = state.moments[2 * i + 1].reshaped(unet.parameters[i].tensor.shape)
+            }
+            try Safetensors.write(moments, metadata: stepTag.merging(["optimizer_step": String(state.step)]) { a, _ in a },
+                                  to: partial.appendingPathComponent("optimizer.safetensors"))
+            var csv = "step,loss,learning_rate\n"
+            for e in log { csv += "\(e.step),\(e.loss),\(e.learningRate)\n" }
+            try writeAtomically(Data(csv.utf8), to: partial.appendingPathComponent("log.csv"))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try writeAtomically(encoder.encode(State(step: step, options: options, rng: rng, data: dataSource)),
+                                to: partial.appendingPathComponent("state.json"))
+            try pipeline.save(to: folder, weights: emaWeights)
+        } catch {
+            try? fm.removeItem(at: partial)
+            let kept = (try? Self.loadState(folder)).map { "the checkpoint of step \($0.step) is intact" } ?? "no earlier checkpoint"
+            throw CheckpointError(folder: folder.path, step: step, reason: "\(error)", kept: kept)
         }
-        try Safetensors.write(moments, metadata: stepTag.merging(["optimizer_step": String(state.step)]) { a, _ in a },
-                              to: training.appendingPathComponent("optimizer.safetensors"))
-        var csv = "step,loss,learning_rate\n"
-        for e in log { csv += "\(e.step),\(e.loss),\(e.learningRate)\n" }
-        try writeAtomically(Data(csv.utf8), to: training.appendingPathComponent("log.csv"))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeAtomically(encoder.encode(State(step: step, options: options, rng: rng, data: dataSource)),
-                            to: training.appendingPathComponent("state.json"))
+        try? fm.removeItem(at: old)
+        if fm.fileExists(atPath: training.path) { try fm.moveItem(at: training, to: old) }
+        try fm.moveItem(at: partial, to: training)
+        try? fm.removeItem(at: old)
+    }
+
+    /// Finishes what a kill during `save` left: a swap half done (`training/` gone, `training.partial/`
+    /// complete or `training.old/` still there) is completed or undone, leftovers removed.
+    public static func recoverCheckpoint(in folder: URL) {
+        let fm = FileManager.default
+        let training = folder.appendingPathComponent("training"), partial = folder.appendingPathComponent("training.partial")
+        let old = folder.appendingPathComponent("training.old")
+        if !fm.fileExists(atPath: training.appendingPathComponent("state.json").path) {
+            if fm.fileExists(atPath: partial.appendingPathComponent("state.json").path) {
+                try? fm.removeItem(at: training)
+                try? fm.moveItem(at: partial, to: training)
+            } else if fm.fileExists(atPath: old.appendingPathComponent("state.json").path) {
+                try? fm.removeItem(at: training)
+                try? fm.moveItem(at: old, to: training)
+            }
+        }
+        try? fm.removeItem(at: partial)
+        try? fm.removeItem(at: old)
     }
 
     /// The data source recorded in a checkpoint.
@@ -174,6 +211,7 @@ public final class Trainer {
     }
 
     static func loadState(_ folder: URL) throws -> State {
+        recoverCheckpoint(in: folder)
         let url = folder.appendingPathComponent("training/state.json")
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw PipelineError.missing(url.path, "the training state (is this a checkpoint written by ddpm train?)")
@@ -190,9 +228,18 @@ public final class Trainer {
         var options = state.options
         if let steps { options.steps = steps }
         let trainer = Trainer(pipeline: pipeline, options: options)
+        let training = folder.appendingPathComponent("training")
+        // the EMA weights of the checkpoint itself (checkpoints older than ema.safetensors: unet/'s)
+        let emaURL = training.appendingPathComponent("ema.safetensors")
+        if FileManager.default.fileExists(atPath: emaURL.path) {
+            let ema = try Safetensors.read(emaURL)
+            guard ema.metadata["step"] == String(state.step) else {
+                throw FormatError(emaURL, "holds step \(ema.metadata["step"] ?? "?"), the state says \(state.step): an interrupted save")
+            }
+            try pipeline.unet.load(ema.tensors, from: emaURL)
+        }
         for (s, p) in zip(trainer.ema.shadow, pipeline.unet.parameterTensors) { s.pointer.update(from: p.pointer, count: p.count) }
 
-        let training = folder.appendingPathComponent("training")
         let rawURL = training.appendingPathComponent("unet.safetensors")
         let raw = try Safetensors.read(rawURL)
         guard raw.metadata["step"] == String(state.step) else {
@@ -222,4 +269,10 @@ public final class Trainer {
         }
         return trainer
     }
+}
+
+/// A checkpoint that could not be written, and what is left.
+public struct CheckpointError: Error, CustomStringConvertible {
+    public let folder: String, step: Int, reason: String, kept: String
+    public var description: String { "\(folder): the checkpoint of step \(step) could not be written (\(reason)); \(kept)" }
 }

@@ -39,6 +39,9 @@ extension Module {
         for (name, p) in parameters {
             guard let t = tensors[name] else { throw LoadError.missing(source.path, name, p.shape) }
             guard t.shape == p.shape else { throw LoadError.shape(source.path, name, expected: p.shape, found: t.shape) }
+            if let bad = (0..<t.count).first(where: { !t.pointer[$0].isFinite }) {
+                throw LoadError.notFinite(source.path, name, index: bad, value: t.pointer[bad])
+            }
             p.pointer.update(from: t.pointer, count: p.count)
             remaining.remove(name)
         }
@@ -56,10 +59,12 @@ public enum LoadError: Error, CustomStringConvertible, Equatable {
     case missing(String, String, [Int])
     case shape(String, String, expected: [Int], found: [Int])
     case unexpected(String, String, count: Int)
+    case notFinite(String, String, index: Int, value: Float)
 
     public var description: String {
         switch self {
         case let .missing(file, name, shape): "\(file): tensor '\(name)' (shape \(shape)) is missing"
+        case let .notFinite(file, name, index, value): "\(file): tensor '\(name)' holds \(value) at index \(index); weights must be finite"
         case let .shape(file, name, expected, found): "\(file): tensor '\(name)' has shape \(found), the model needs \(expected)"
         case let .unexpected(file, name, count): "\(file): tensor '\(name)' is not a parameter of this model" + (count > 1 ? " (and \(count - 1) more)" : "")
         }

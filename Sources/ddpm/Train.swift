@@ -89,6 +89,9 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let folder = URL(fileURLWithPath: output)
+        signal(SIGXFSZ, SIG_IGN)  // a file-size limit fails the write (and the save says so) instead of killing the run
+        let lock = try FolderLock(folder)
+        defer { withExtendedLifetime(lock) {} }
         let trainer: Trainer
         let dataset: ImageDataset
         if resume {
@@ -251,4 +254,28 @@ final class StopFlag: @unchecked Sendable {
         s.resume()
         source = s
     }
+}
+
+/// An exclusive lock on a training folder (`.lock`, flock(2)), held while `ddpm train` runs and
+/// released by the kernel when the process ends, however it ends: a second run on the same
+/// folder refuses instead of both writing checkpoints.
+final class FolderLock {
+    let descriptor: Int32
+
+    init(_ folder: URL) throws {
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let path = folder.appendingPathComponent(".lock").path
+        descriptor = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw CommandError("\(path): cannot be opened (\(String(cString: strerror(errno))))") }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            close(descriptor)
+            throw CommandError("\(folder.path) is being trained by another ddpm train (process \(holder)); wait for it to end, or choose another --output")
+        }
+        let pid = "\(getpid())\n"
+        _ = ftruncate(descriptor, 0)
+        _ = pid.withCString { write(descriptor, $0, strlen($0)) }
+    }
+
+    deinit { close(descriptor) }
 }
