@@ -5,7 +5,7 @@
 SWIFT_FLAGS := -c release
 DDPM := .build/release/ddpm
 
-.PHONY: setup build test test-qemu sample demo bench info
+.PHONY: setup build test test-qemu crash-test sample demo bench info
 setup:
 	@scripts/setup
 
@@ -18,6 +18,10 @@ test: setup
 # the built binary on an emulated CPU without AVX (Nehalem), against the native run: slow, not in `make test`
 test-qemu: build
 	scripts/test-qemu
+
+# kill -9 a training run 50 times at random moments; every resume must end bit for bit as an uninterrupted run
+crash-test: build
+	scripts/crash-test 50
 
 # the main job: 16 garments from the bundled Fashion-MNIST model, and their noise-to-image strip
 sample: build
