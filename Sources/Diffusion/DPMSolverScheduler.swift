@@ -23,10 +23,9 @@ public struct DPMSolverScheduler: Scheduler {
     var stepsTaken = 0
 
     public init(config: SchedulerConfig) throws {
-        guard !config.rescaleBetasZeroSNR else { throw SchedulerError.infiniteSigma(config.className) }
         self.config = config
-        schedule = NoiseSchedule(config)
-        table = SigmaTable(schedule)
+        table = try SigmaTable(config)
+        schedule = table.schedule
         try setTimesteps(min(config.numTrainTimesteps, 25))
     }
 

@@ -5,13 +5,29 @@ import Tensors
 /// x_0 + sigma_t eps with sigma_t = sqrt((1 - abar_t) / abar_t), so the network sees
 /// x / sqrt(sigma^2 + 1). Holds sigma_t for t = 0..T-1 and maps between sigmas and timesteps.
 struct SigmaTable: Sendable {
+    let schedule: NoiseSchedule
     /// sigma_t, computed in float32 as diffusers does.
     let sigmas: [Float]
     let logSigmas: [Double]
 
-    init(_ schedule: NoiseSchedule) {
+    /// The table of `config`'s schedule; a zero terminal SNR makes the last sigma infinite and is refused.
+    init(_ config: SchedulerConfig) throws {
+        guard !config.rescaleBetasZeroSNR else { throw SchedulerError.infiniteSigma(config.className) }
+        schedule = NoiseSchedule(config)
         sigmas = schedule.alphasCumprod.map { ((1 - $0) / $0).squareRoot() }
         logSigmas = sigmas.map { Double(Foundation.log($0)) }
+    }
+
+    /// Fractional timesteps and sigmas of `count` inference steps by the config's spacing, or with
+    /// `use_karras_sigmas` Karras et al.'s sigmas between `minimum` and `maximum` (default: the
+    /// spaced ones' ends) and the timesteps they map to.
+    func inferenceLevels(_ config: SchedulerConfig, count: Int, minimum: Double? = nil,
+                         maximum: Double? = nil) throws -> (times: [Double], sigmas: [Double]) {
+        let times = try sigmaSamplerTimesteps(config, count: count)
+        let levels = times.map { sigma(at: $0) }
+        guard config.useKarrasSigmas else { return (times, levels) }
+        let karras = Self.karras(minimum: minimum ?? levels.last!, maximum: maximum ?? levels.first!, count: count)
+        return (karras.map { timestep(of: $0) }, karras)
     }
 
     /// sigma at fractional timesteps, linearly interpolated (numpy's `interp`).
@@ -80,20 +96,14 @@ public struct EulerScheduler: Scheduler {
     public private(set) var sigmas: [Float] = []
 
     public init(config: SchedulerConfig) throws {
-        guard !config.rescaleBetasZeroSNR else { throw SchedulerError.infiniteSigma(config.className) }
         self.config = config
-        schedule = NoiseSchedule(config)
-        table = SigmaTable(schedule)
+        table = try SigmaTable(config)
+        schedule = table.schedule
         try setTimesteps(config.numTrainTimesteps)
     }
 
     public mutating func setTimesteps(_ count: Int) throws {
-        var times = try sigmaSamplerTimesteps(config, count: count)
-        var levels = times.map { table.sigma(at: $0) }
-        if config.useKarrasSigmas {
-            levels = SigmaTable.karras(minimum: config.sigmaMin ?? levels.last!, maximum: config.sigmaMax ?? levels.first!, count: count)
-            times = levels.map { table.timestep(of: $0) }
-        }
+        let (times, levels) = try table.inferenceLevels(config, count: count, minimum: config.sigmaMin, maximum: config.sigmaMax)
         timesteps = times.map { Float($0) }
         sigmas = (levels + [table.finalSigma(config.finalSigmasType)]).map { Float($0) }
     }
@@ -179,20 +189,14 @@ public struct HeunScheduler: Scheduler {
     var pending: (derivative: Tensor, dt: Float, sample: Tensor)? = nil
 
     public init(config: SchedulerConfig) throws {
-        guard !config.rescaleBetasZeroSNR else { throw SchedulerError.infiniteSigma(config.className) }
         self.config = config
-        schedule = NoiseSchedule(config)
-        table = SigmaTable(schedule)
+        table = try SigmaTable(config)
+        schedule = table.schedule
         try setTimesteps(config.numTrainTimesteps)
     }
 
     public mutating func setTimesteps(_ count: Int) throws {
-        var times = try sigmaSamplerTimesteps(config, count: count)
-        var levels = times.map { table.sigma(at: $0) }
-        if config.useKarrasSigmas {
-            levels = SigmaTable.karras(minimum: levels.last!, maximum: levels.first!, count: count)
-            times = levels.map { table.timestep(of: $0) }
-        }
+        let (times, levels) = try table.inferenceLevels(config, count: count)  // diffusers' Heun has no sigma_min/max
         timesteps = ([times[0]] + times.dropFirst().flatMap { [$0, $0] }).map { Float($0) }
         sigmas = ([levels[0]] + levels.dropFirst().flatMap { [$0, $0] } + [0]).map { Float($0) }
         pending = nil
