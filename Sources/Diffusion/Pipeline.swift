@@ -192,6 +192,29 @@ public final class Pipeline {
                  progress: progress)
     }
 
+    /// `generate` from a sample already at the level of call `index`.
+    public func generate(from sample: Tensor, startingAt index: Int, with scheduler: any Scheduler, classLabels: [Int]? = nil,
+                         guidanceScale: Float = 1, batchSize: Int, using rng: inout RandomGenerator,
+                         observe: (Range<Int>, Denoising.Step) -> Void = { _, _ in },
+                         progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
+        let n = sample.shape[0], calls = scheduler.timesteps.count - index
+        let total = calls * ((n + batchSize - 1) / batchSize)
+        var done = 0, results: [Tensor] = []
+        for b in stride(from: 0, to: n, by: batchSize) {
+            let range = b..<min(b + batchSize, n)
+            var loop = denoise(from: sample.slice(range), at: index, with: scheduler, classLabels: classLabels.map { Array($0[range]) },
+                               guidanceScale: guidanceScale, using: rng)
+            while let step = loop.next() {
+                done += 1
+                observe(range, step)
+                progress(done, total)
+            }
+            rng = loop.rng
+            results.append(loop.sample)
+        }
+        return Tensor.joined(results)
+    }
+
     /// Starting noise from a float32 `.npy`: shaped [N, C, H, W] for this model, every value finite.
     public func noise(from url: URL) throws -> Tensor {
         let noise = try NPY.readTensor(url)
