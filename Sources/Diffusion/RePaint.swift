@@ -107,13 +107,21 @@ extension Pipeline {
         return x
     }
 
-    /// RePaint with noise from `rng` (the start, then every draw in loop order).
+    /// RePaint `batchSize` images at a time, with noise from `rng` (each batch's start, then every
+    /// draw in loop order). A mask of one image serves all; a mask per image is sliced with them.
     public func inpaint(_ images: Tensor, mask: Tensor, with repaint: RePaintSchedule, classLabels: [Int]? = nil, guidanceScale: Float = 1,
-                        using rng: inout RandomGenerator, progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
-        let start = Tensor.randomNormal(images.shape, using: &rng)
-        var generator = rng
+                        batchSize: Int = 64, using rng: inout RandomGenerator, progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
+        let n = images.shape[0], iterations = repaint.timesteps.count
+        var generator = rng, parts: [Tensor] = []
         defer { rng = generator }
-        return inpaint(images, mask: mask, with: repaint, start: start, classLabels: classLabels, guidanceScale: guidanceScale,
-                       noise: { _, shape in Tensor.randomNormal(shape, using: &generator) }, progress: progress)
+        for (k, b) in stride(from: 0, to: n, by: batchSize).enumerated() {
+            let range = b..<min(b + batchSize, n)
+            let start = Tensor.randomNormal(images.slice(range).shape, using: &generator)
+            parts.append(inpaint(images.slice(range), mask: mask.shape[0] == 1 ? mask : mask.slice(range), with: repaint, start: start,
+                                 classLabels: classLabels.map { Array($0[range]) }, guidanceScale: guidanceScale,
+                                 noise: { _, shape in Tensor.randomNormal(shape, using: &generator) },
+                                 progress: { done, _ in progress(k * iterations + done, iterations * ((n + batchSize - 1) / batchSize)) }))
+        }
+        return Tensor.joined(parts)
     }
 }

@@ -230,10 +230,10 @@ struct Inpaint: ParsableCommand {
         let repaint = try RePaintSchedule(config: pipeline.schedulerConfig, steps: steps, jumpLength: jumpLength, jumpSamples: jumpNSample, eta: eta)
         let labels = try input.labels(for: pipeline, count: images.shape[0], guidanceScale: guidanceScale)
         var rng = RandomGenerator(seed: seed)
-        let bar = ProgressBar(total: repaint.timesteps.count, label: "inpaint")
+        let bar = ProgressBar(total: repaint.timesteps.count * ((images.shape[0] + input.batchSize - 1) / input.batchSize), label: "inpaint")
         let began = Date()
         let result = pipeline.inpaint(images, mask: maskTensor, with: repaint, classLabels: labels, guidanceScale: guidanceScale,
-                                      using: &rng) { done, _ in bar.update(done) }
+                                      batchSize: input.batchSize, using: &rng) { done, _ in bar.update(done) }
         try writeImages(result, to: output, scale: scale)
         print(String(format: "wrote %@: %d images inpainted, %d iterations in %.1f s", output, result.shape[0], repaint.timesteps.count,
                      Date().timeIntervalSince(began)))
