@@ -168,8 +168,7 @@ public final class Pipeline {
     /// and follows them more strongly with `guidanceScale` > 1 (classifier-free guidance).
     public func denoise(_ noise: Tensor, with scheduler: any Scheduler, classLabels: [Int]? = nil, guidanceScale: Float = 1,
                         using rng: RandomGenerator) -> Denoising {
-        let start = scheduler.initNoiseSigma == 1 ? noise : noise * scheduler.initNoiseSigma
-        return denoise(from: start, at: 0, with: scheduler, classLabels: classLabels, guidanceScale: guidanceScale, using: rng)
+        denoise(from: scheduler.startingSample(noise), at: 0, with: scheduler, classLabels: classLabels, guidanceScale: guidanceScale, using: rng)
     }
 
     /// The reverse process from a sample already at the noise level of model call `index` (an
@@ -187,7 +186,7 @@ public final class Pipeline {
     public func generate(from noise: Tensor, with scheduler: any Scheduler, classLabels: [Int]? = nil, guidanceScale: Float = 1,
                          batchSize: Int, using rng: inout RandomGenerator, observe: (Range<Int>, Denoising.Step) -> Void = { _, _ in },
                          progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
-        generate(from: scheduler.initNoiseSigma == 1 ? noise : noise * scheduler.initNoiseSigma, startingAt: 0, with: scheduler,
+        generate(from: scheduler.startingSample(noise), startingAt: 0, with: scheduler,
                  classLabels: classLabels, guidanceScale: guidanceScale, batchSize: batchSize, using: &rng, observe: observe,
                  progress: progress)
     }

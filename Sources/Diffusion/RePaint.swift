@@ -47,8 +47,8 @@ public struct RePaintSchedule: Sendable {
         let eps = splitVariance(output, channels: sample.shape[1]).prediction
         let previous = t - stride
         let abar = alphaCumprod(t), abarPrev = alphaCumprod(previous)
-        var x0 = linearCombination(1 / abar.squareRoot(), sample, -(1 - abar).squareRoot() / abar.squareRoot(), eps)
-        if clipSample { x0 = x0.copy(); for i in 0..<x0.count { x0.pointer[i] = min(max(x0.pointer[i], -1), 1) } }
+        var x0 = schedule.originalSample(from: eps, type: .epsilon, sample: sample, timestep: t)
+        if clipSample { x0 = clamped(x0, 1) }
         let deviation = eta * ((1 - abarPrev) / (1 - abar) * (1 - abar / abarPrev)).squareRoot()
         var unknown = linearCombination(abarPrev.squareRoot(), x0, max(0, 1 - abarPrev - deviation * deviation).squareRoot(), eps)
         if t > 0 && eta > 0 { unknown = linearCombination(1, unknown, deviation, noise) }

@@ -54,6 +54,8 @@ extension Scheduler {
     public var initNoiseSigma: Float { 1 }
     public func scaleModelInput(_ sample: Tensor, index: Int) -> Tensor { sample }
     public var order: Int { 1 }
+    /// N(0, I) noise as the loop's first sample: times `initNoiseSigma`.
+    public func startingSample(_ noise: Tensor) -> Tensor { initNoiseSigma == 1 ? noise : noise * initNoiseSigma }
     /// The number of steps (not model calls).
     public var stepCount: Int { (timesteps.count + order - 1) / order }
 
@@ -72,12 +74,17 @@ extension Scheduler {
         let x0 = schedule.originalSample(from: modelOutput, type: config.predictionType, sample: sample, timestep: t)
         if config.thresholding { return dynamicThreshold(x0, ratio: Float(config.dynamicThresholdingRatio), maxValue: Float(config.sampleMaxValue)) }
         if config.clipSample {
-            let r = Float(config.clipSampleRange), out = x0.copy()
-            for i in 0..<out.count { out.pointer[i] = min(max(out.pointer[i], -r), r) }
-            return out
+            return clamped(x0, Float(config.clipSampleRange))
         }
         return x0
     }
+}
+
+/// x with every value clamped to [-r, r] (clip_sample).
+func clamped(_ x: Tensor, _ r: Float) -> Tensor {
+    let out = x.copy()
+    for i in 0..<out.count { out.pointer[i] = min(max(out.pointer[i], -r), r) }
+    return out
 }
 
 /// A learned-variance model's output [N, 2C, H, W] split into the prediction and the variance

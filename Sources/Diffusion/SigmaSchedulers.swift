@@ -217,11 +217,7 @@ public struct HeunScheduler: Scheduler {
         let sigma = firstOrder ? sigmas[index] : sigmas[index - 1], next = firstOrder ? sigmas[index + 1] : sigmas[index]
         var x0 = sigmaOriginal(splitVariance(output, channels: sample.shape[1]).prediction, sample: sample,
                                sigma: firstOrder ? sigma : next, type: config.predictionType)
-        if config.clipSample {
-            let r = Float(config.clipSampleRange)
-            x0 = x0.copy()
-            for i in 0..<x0.count { x0.pointer[i] = min(max(x0.pointer[i], -r), r) }
-        }
+        if config.clipSample { x0 = clamped(x0, Float(config.clipSampleRange)) }
         if firstOrder {
             let derivative = linearCombination(1 / sigma, sample, -1 / sigma, x0)
             pending = (derivative, next - sigma, sample)
