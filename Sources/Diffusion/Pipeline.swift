@@ -249,6 +249,8 @@ public struct Denoising: Sequence, IteratorProtocol {
     let classLabels: [Int]?
     let guidanceScale: Float
     var index = 0
+    /// The network's weights as its kernels want them, prepared at the first step for all.
+    let prepared = FrozenWeights()
 
     init(unet: UNet2DModel, scheduler: any Scheduler, sample: Tensor, startIndex: Int, rng: RandomGenerator, classLabels: [Int]?,
          guidanceScale: Float) {
@@ -269,7 +271,7 @@ public struct Denoising: Sequence, IteratorProtocol {
         let timesteps = scheduler.timesteps
         guard index < timesteps.count else { return nil }
         let t = timesteps[index]
-        let output = withoutGradients { prediction(at: t) }
+        let output = withFrozenWeights(prepared) { withoutGradients { prediction(at: t) } }
         let step = scheduler.step(output, index: index, sample: sample, using: &rng)
         sample = step.previousSample
         index += 1

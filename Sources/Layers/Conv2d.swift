@@ -25,9 +25,10 @@ public final class Conv2d: Module {
                   stride: stride, padding: (padding, padding, padding, padding), bias: bias, using: &rng)
     }
 
-    /// x [N, in, H, W] -> [N, out, Ho, Wo].
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        x.conv2d(weight: weight, bias: bias, stride: stride, padding: padding)
+    /// x [N, in, H, W] -> [N, out, Ho, Wo], plus `shift` [N, out] per image and channel and a
+    /// `residual` [N, out, Ho, Wo], both added as the convolution writes its output.
+    public func callAsFunction(_ x: Tensor, shift: Tensor? = nil, residual: Tensor? = nil) -> Tensor {
+        x.conv2d(weight: weight, bias: bias, stride: stride, padding: padding, shift: shift, residual: residual)
     }
 
     public var parameters: [(name: String, tensor: Tensor)] {

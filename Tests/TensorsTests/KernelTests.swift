@@ -53,6 +53,54 @@ import TestSupport
         }
     }
 
+    /// The fused adds: y += conv(x) + bias + shift[n, o], by every algorithm and kernel set, against
+    /// the naive convolution plus the same adds; a batch of 3 leaves Winograd's per-image bias rows
+    /// and the direct kernel's 8-image groups partial.
+    @Test(arguments: [
+        ConvGeometry(batch: 3, channels: 64, height: 7, width: 7, outChannels: 70, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 11, channels: 5, height: 7, width: 7, outChannels: 6, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 2, channels: 3, height: 8, width: 8, outChannels: 6, kernel: 3, stride: 2, padding: 1),
+    ])
+    func convShiftAndResidual(g: ConvGeometry) {
+        let x = randomTensor([g.batch, g.channels, g.height, g.width], seed: 13)
+        let w = randomTensor([g.outChannels, g.channels, 3, 3], seed: 14), b = randomTensor([g.outChannels], seed: 15)
+        let shift = randomTensor([g.batch, g.outChannels], seed: 16)
+        let residual = randomTensor([g.batch, g.outChannels, g.outHeight, g.outWidth], seed: 17)
+        let expected = Tensor(zeros: residual.shape)
+        conv2dNaive(g, x: x.pointer, weight: w.pointer, bias: b.pointer, y: expected.pointer)
+        for i in 0..<expected.count { expected.pointer[i] += residual.pointer[i] + shift.pointer[i / g.outPixels] }
+        for kernels in KernelSet.available {
+            for algorithm in ConvAlgorithm.allCases where algorithm == .columns || isDirectConv(g) {
+                let fast = residual.copy()
+                conv2dForward(g, x: x.pointer, weight: w.pointer, bias: b.pointer, shift: shift.pointer, accumulate: true,
+                              y: fast.pointer, algorithm: algorithm, kernels: kernels)
+                #expect(maxAbsDifference(fast, expected) < 1e-3, "\(algorithm) \(kernels)")
+            }
+        }
+    }
+
+    /// Inside `withFrozenWeights` the prepared weights are made once and reused: the same output
+    /// on the second call, and a weight changed in place is not seen (the contract), while outside
+    /// the scope it is.
+    @Test func frozenWeightsAreReused() {
+        let g = ConvGeometry(batch: 2, channels: 64, height: 6, width: 6, outChannels: 64, kernel: 3, stride: 1, padding: 1)
+        let x = randomTensor([2, 64, 6, 6], seed: 18), w = randomTensor([64, 64, 3, 3], seed: 19)
+        for algorithm in [ConvAlgorithm.direct, .winograd] {
+            func run() -> Tensor {
+                let y = Tensor(zeros: [2, 64, 6, 6])
+                conv2dForward(g, x: x.pointer, weight: w.pointer, bias: nil, y: y.pointer, algorithm: algorithm)
+                return y
+            }
+            let original = w.copy(), cache = FrozenWeights()
+            let first = withFrozenWeights(cache) { run() }
+            w.pointer[0] += 1
+            let second = withFrozenWeights(cache) { run() }
+            #expect(maxAbsDifference(first, second) == 0, "\(algorithm)")
+            #expect(maxAbsDifference(run(), first) > 1e-3, "\(algorithm)")
+            w.pointer.update(from: original.pointer, count: w.count)
+        }
+    }
+
     /// The convolution's backward pass against the adjoint identity <conv(x), dy> = <x, conv^T(dy)>
     /// and a weight gradient built from the naive forward pass, by both algorithms: at a chunked
     /// size, and at odd sizes that leave partial channel blocks.

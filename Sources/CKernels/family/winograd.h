@@ -30,7 +30,7 @@ static void K(winograd_input)(const float *p, long images, long th, long tw, lon
 
 // A^T M by columns (two sums of three rows each), then each row times A.
 static void K(winograd_output)(const float *m, long images, long th, long tw, long op, const float *bias,
-                               long o, long h, long w, int accumulate, float *y) {
+                               long bias_stride, long o, long h, long w, int accumulate, float *y) {
     long mplane = images * th * tw * op;
     for (long image = 0; image < images; image++)
         for (long ty = 0; ty < th; ty++)
@@ -46,7 +46,7 @@ static void K(winograd_output)(const float *m, long images, long th, long tw, lo
                         s0[c] = m0 + m1 + m2;
                         s1[c] = m1 - m2 - m3;
                     }
-                    v8 b = load8(bias + k);
+                    v8 b = load8(bias + image * bias_stride + k);
                     v8 y00 = s0[0] + s0[1] + s0[2] + b, y01 = s0[1] - s0[2] - s0[3] + b;
                     v8 y10 = s1[0] + s1[1] + s1[2] + b, y11 = s1[1] - s1[2] - s1[3] + b;
                     long lanes = o - k < 8 ? o - k : 8;

@@ -44,9 +44,10 @@ typedef struct ddpm_kernel_set {
     /// v[xi][t][k] = (B^T d B)[xi] for every 4x4 block d of the channels-last padded images.
     void (*_Nonnull winograd_input)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,
                                     long padded_height, long padded_width, long channels8, float *_Nonnull v);
-    /// y (+)= A^T m A + bias, y [images, out_channels, height, width].
+    /// y (+)= A^T m A + bias, y [images, out_channels, height, width]; image i's bias (out8 floats)
+    /// at bias8 + i bias_stride (stride 0: one bias for all).
     void (*_Nonnull winograd_output)(const float *_Nonnull m, long images, long tiles_y, long tiles_x, long out8,
-                                     const float *_Nonnull bias8, long out_channels, long height, long width,
+                                     const float *_Nonnull bias8, long bias_stride, long out_channels, long height, long width,
                                      int accumulate, float *_Nonnull y);
 
     // Small-head attention (Tensors/Kernels/Attention.swift).

@@ -34,13 +34,12 @@ public final class ResnetBlock2D: Module {
                   groups: c.normNumGroups, epsilon: c.normEps, dropout: c.dropout, outputScaleFactor: outputScaleFactor, using: &rng)
     }
 
+    /// The adds (time embedding after conv1, the input after conv2) happen inside the convolutions.
     public func callAsFunction(_ x: Tensor, temb: Tensor, dropout rng: inout RandomGenerator?) -> Tensor {
-        var h = conv1(norm1(x, silu: true))
-        h = h + timeEmbProj(temb).reshaped([x.shape[0], -1, 1, 1])
+        var h = conv1(norm1(x, silu: true), shift: timeEmbProj(temb))
         h = norm2(h, silu: true)
         if dropout > 0, var g = rng { h = h.dropout(dropout, using: &g); rng = g }
-        h = conv2(h)
-        let out = (convShortcut?(x) ?? x) + h
+        let out = conv2(h, residual: convShortcut?(x) ?? x)
         return outputScaleFactor == 1 ? out : out / outputScaleFactor
     }
 
@@ -76,12 +75,32 @@ public final class SpatialAttention: Module {
                   rescaleOutputFactor: rescaleOutputFactor, using: &rng)
     }
 
+    /// Sampling takes `pixelAttention`: q, k and v as one product, no transposes, to_out written
+    /// onto the residual; a recorded pass takes the layers one by one.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let tokens = groupNorm(x).reshaped([n, c, h * w]).transposedLastTwo()  // [N, HW, C]
-        let attended = scaledDotProductAttention(query: toQ(tokens), key: toK(tokens), value: toV(tokens), heads: heads)
-        let out = toOut(attended).transposedLastTwo().reshaped([n, c, h, w]) + x
+        let out: Tensor
+        if isRecordingGradients {
+            let tokens = groupNorm(x).reshaped([n, c, h * w]).transposedLastTwo()  // [N, HW, C]
+            let attended = scaledDotProductAttention(query: toQ(tokens), key: toK(tokens), value: toV(tokens), heads: heads)
+            out = toOut(attended).transposedLastTwo().reshaped([n, c, h, w]) + x
+        } else {
+            let qkv = FrozenWeights.prepared(toQ.weight.pointer, "qkv") { stackedQKV() }
+            out = pixelAttention(groupNorm(x), qkvWeight: qkv.pointer, qkvBias: qkv.pointer + 3 * c * c,
+                                 outWeight: toOut.weight, outBias: toOut.bias, heads: heads, residual: x)
+        }
         return rescaleOutputFactor == 1 ? out : out / rescaleOutputFactor
+    }
+
+    /// to_q, to_k and to_v's weights stacked [3C, C], then their biases [3C] (zero where absent).
+    func stackedQKV() -> Storage {
+        let c = toQ.weight.shape[0]
+        let stacked = Storage(zeros: 3 * c * c + 3 * c)
+        for (i, layer) in [toQ, toK, toV].enumerated() {
+            (stacked.pointer + i * c * c).update(from: layer.weight.pointer, count: c * c)
+            if let bias = layer.bias { (stacked.pointer + 3 * c * c + i * c).update(from: bias.pointer, count: c) }
+        }
+        return stacked
     }
 
     public var parameters: [(name: String, tensor: Tensor)] {

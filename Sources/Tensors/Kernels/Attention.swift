@@ -3,14 +3,19 @@ import Foundation
 /// Scaled dot-product attention (Vaswani et al. 2017) over heads packed side by side.
 ///
 /// q, k, v, out: [B, L, H d] (token-major, heads contiguous within a token, as a linear layer
-/// writes them); probabilities saved for backward: [B, H, L, L].
+/// writes them); probabilities saved for backward: [B, H, L, L]. In the forward pass q, k and v may
+/// be thirds of one product [B, L, 3 H d] (`tokenStride` 3 H d), read in place.
 /// For each (b, h): S = Q K^T / sqrt(d), P = softmax(S) by rows, O = P V. Each product is one sgemm
 /// reading the head's columns through the leading dimension, so heads are never copied out.
 
 public struct AttentionGeometry: Sendable {
     public var batch, length, heads, headDim: Int
-    public init(batch: Int, length: Int, heads: Int, headDim: Int) {
+    /// Floats from one token of q, k or v to the next (and from one image to the next, L of them):
+    /// the width H d, or 3 H d when they are one product's thirds (forward only).
+    public var tokenStride: Int
+    public init(batch: Int, length: Int, heads: Int, headDim: Int, tokenStride: Int? = nil) {
         self.batch = batch; self.length = length; self.heads = heads; self.headDim = headDim
+        self.tokenStride = tokenStride ?? heads * headDim
     }
     var width: Int { heads * headDim }
     var scale: Float { 1 / Float(headDim).squareRoot() }
@@ -57,16 +62,17 @@ public func attentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k:
 func blasAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                           v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                           probabilities: UnsafeMutablePointer<Float>?, kernels: KernelSet = .active) {
-    let (l, w, d) = (g.length, g.width, g.headDim)
+    let (l, w, d, s) = (g.length, g.width, g.headDim, g.tokenStride)
     let scratch = probabilities == nil ? Storage(uninitializedCount: g.batch * g.heads * l * l) : nil
     let pp = SharedPointer(probabilities ?? scratch!.pointer)
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), po = SharedPointer(out)
     parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
         for pair in pairs {
-            let p = pp + pair * l * l, off = pair / g.heads * l * w + pair % g.heads * d
-            gemm(transposeB: true, m: l, n: l, k: d, alpha: g.scale, a: pq + off, lda: w, b: pk + off, ldb: w, c: p, ldc: l)
+            let p = pp + pair * l * l, head = pair % g.heads * d
+            let off = pair / g.heads * l * s + head, outOff = pair / g.heads * l * w + head
+            gemm(transposeB: true, m: l, n: l, k: d, alpha: g.scale, a: pq + off, lda: s, b: pk + off, ldb: s, c: p, ldc: l)
             for i in 0..<l { kernels.k.softmax_row(p + i * l, l) }
-            gemm(m: l, n: d, k: l, a: p, lda: l, b: pv + off, ldb: w, c: po + off, ldc: w)
+            gemm(m: l, n: d, k: l, a: p, lda: l, b: pv + off, ldb: s, c: po + outOff, ldc: w)
         }
     }
 }
@@ -76,6 +82,7 @@ public func attentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k
                               v: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
                               dout: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
                               dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
+    precondition(g.tokenStride == g.width, "attention backward: q, k and v are separate [B, L, H d]")
     if g.headDim <= smallHeadLimit {
         return smallHeadAttentionBackward(g, q: q, k: k, v: v, probabilities: probabilities, dout: dout, dq: dq, dk: dk, dv: dv,
                                           kernels: kernels)
@@ -143,7 +150,7 @@ public func attentionNaive(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
 func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                                probabilities: UnsafeMutablePointer<Float>?, kernels: KernelSet = .active) {
-    let (l, w, d, scale) = (g.length, g.width, g.headDim, g.scale)
+    let (l, w, d, scale, s) = (g.length, g.width, g.headDim, g.scale, g.tokenStride)
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v)
     let po = SharedPointer(out), pp = probabilities.map { SharedPointer($0) }
     parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
@@ -151,18 +158,18 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
         defer { kt.deallocate() }
         let vt = kt + d * l, scratch = vt + d * l, dump = scratch + 2 * l
         for pair in pairs {
-            let off = pair / g.heads * l * w + pair % g.heads * d
-            transposeHead(pk + off, rows: l, width: w, headDim: d, scale: scale, into: kt)
-            transposeHead(pv + off, rows: l, width: w, headDim: d, into: vt)
+            let head = pair % g.heads * d, off = pair / g.heads * l * s + head, outOff = pair / g.heads * l * w + head
+            transposeHead(pk + off, rows: l, width: s, headDim: d, scale: scale, into: kt)
+            transposeHead(pv + off, rows: l, width: s, headDim: d, into: vt)
             for i in stride(from: 0, to: l, by: 2) {
                 // an odd last row goes twice, its copy's results to scratch
                 let i1 = min(i + 1, l - 1), twin = i1 == i
                 let row0 = pp.map { $0 + (pair * l + i) * l } ?? scratch
                 let row1 = twin ? scratch + l : pp.map { $0 + (pair * l + i1) * l } ?? scratch + l
-                kernels.k.attention_score_rows(pq + off + i * w, pq + off + i1 * w, kt, l, d, row0, row1)
+                kernels.k.attention_score_rows(pq + off + i * s, pq + off + i1 * s, kt, l, d, row0, row1)
                 kernels.k.softmax_row(row0, l)
                 kernels.k.softmax_row(row1, l)
-                kernels.k.attention_weighted_rows(row0, row1, vt, l, d, po + off + i * w, twin ? dump : po + off + i1 * w)
+                kernels.k.attention_weighted_rows(row0, row1, vt, l, d, po + outOff + i * w, twin ? dump : po + outOff + i1 * w)
             }
         }
     }

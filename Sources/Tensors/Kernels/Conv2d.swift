@@ -145,20 +145,26 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     /// Winograd beats direct from 64 channels in and out: 128 -> 128 at 14x14 by 1.27x forward and
     /// 1.08x backward (dW is direct in both), 64 -> 64 at 28x28 by 1.24x and 1.08x, 64 -> 64 at
     /// 14x14 by 1.14x forward, 128 -> 128 at 7x7 by 1.06x forward; at 32 channels it loses by 10%.
+    /// Winograd splits the batch across cores by images, so a batch smaller than the cores goes direct.
     public static func best(for g: ConvGeometry) -> ConvAlgorithm {
         guard isDirectConv(g) && g.width >= 7 else { return .columns }
-        return min(g.channels, g.outChannels) >= 64 ? .winograd : .direct
+        return min(g.channels, g.outChannels) >= 64 && g.batch >= kernelThreads ? .winograd : .direct
     }
 }
 
-/// y = conv(x, weight) + bias.
+/// y = conv(x, weight) + bias + shift, or y += that when `accumulate`, with the bias [O] and the
+/// shift [N, O] (per image and channel: a projected time embedding) optional. The adds happen in
+/// the pass that writes y, so a layer's bias, time embedding and residual cost no pass of their own.
 public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                          bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, algorithm: ConvAlgorithm? = nil,
-                          kernels: KernelSet = .active) {
+                          bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>? = nil, accumulate: Bool = false,
+                          y: UnsafeMutablePointer<Float>, algorithm: ConvAlgorithm? = nil, kernels: KernelSet = .active) {
     switch algorithm ?? .best(for: g) {
-    case .direct: directConv2dForward(g, x: x, weight: weight, bias: bias, y: y, kernels: kernels)
-    case .winograd: winogradConv2dForward(g, x: x, weight: weight, bias: bias, y: y, kernels: kernels)
-    case .columns: columnsConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
+    case .direct:
+        directConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
+    case .winograd:
+        winogradConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
+    case .columns:
+        columnsConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y)
     }
 }
 
@@ -175,9 +181,11 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
 }
 
 func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                          bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
+                          bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, accumulate: Bool,
+                          y: UnsafeMutablePointer<Float>) {
     let plan = ConvPlan(g), p = g.outPixels
-    let px = SharedPointer(x), pw = SharedPointer(weight), py = SharedPointer(y), pb = bias.map { SharedPointer($0) }
+    let px = SharedPointer(x), pw = SharedPointer(weight), py = SharedPointer(y)
+    let pb = bias.map { SharedPointer($0) }, ps = shift.map { SharedPointer($0) }
     plan.run { worker in
         let columns = Storage(uninitializedCount: g.patch * plan.chunk * p)
         let product = Storage(uninitializedCount: g.outChannels * plan.chunk * p)
@@ -192,10 +200,10 @@ func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
             plan.gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: b, ldb: width,
                       c: product.pointer, ldc: width)
             for o in 0..<g.outChannels {
-                let bo = pb?[o] ?? 0
                 for img in 0..<nb {
+                    let bo = (pb?[o] ?? 0) + (ps?[(n0 + img) * g.outChannels + o] ?? 0)
                     let src = product.pointer + o * width + img * p, dst = py + ((n0 + img) * g.outChannels + o) * p
-                    for i in 0..<p { dst[i] = src[i] + bo }
+                    if accumulate { for i in 0..<p { dst[i] += src[i] + bo } } else { for i in 0..<p { dst[i] = src[i] + bo } }
                 }
             }
         }

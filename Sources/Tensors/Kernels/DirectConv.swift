@@ -114,13 +114,14 @@ private func packWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels
 }
 
 /// For each group of images and block of 4 outputs: convolve the bordered planes of that group,
-/// then write (or add, when `accumulate`) the valid pixels to y [N, outPlanes, H, W], plus bias.
+/// then write (or add, when `accumulate`) the valid pixels to y [N, outPlanes, H, W], plus bias
+/// [outPlanes] and shift [N, outPlanes].
 private func convolvePlanes(_ layout: BorderedPlanes, planes: Storage, channels: Int,
-                            packed: Storage, outPlanes: Int, bias: UnsafePointer<Float>?,
+                            packed: Storage, outPlanes: Int, bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>? = nil,
                             accumulate: Bool, y: UnsafeMutablePointer<Float>, kernels: KernelSet) {
     let blocks = (outPlanes + 3) / 4, (h, w, lanes, pitch) = (layout.height, layout.width, layout.lanes, layout.pitch)
     let pp = SharedPointer(planes.pointer), pw = SharedPointer(packed.pointer), py = SharedPointer(y)
-    let pb = bias.map { SharedPointer($0) }
+    let pb = bias.map { SharedPointer($0) }, ps = shift.map { SharedPointer($0) }
     let channelStride = layout.groups * layout.stride, chunk = max(4, 4096 / layout.stride)
     parallelFor(layout.groups * blocks, cost: channels * 9 * layout.outputs * 4) { items in
         let tile = Storage(uninitializedCount: 4 * layout.outputs)
@@ -137,16 +138,17 @@ private func convolvePlanes(_ layout: BorderedPlanes, planes: Storage, channels:
                 }
             }
             for r in 0..<min(4, outPlanes - block * 4) {
-                let o = block * 4 + r, b = pb?[o] ?? 0
+                let o = block * 4 + r
                 for lane in 0..<min(lanes, layout.images - group * lanes) {
-                    let dst = py + ((group * lanes + lane) * outPlanes + o) * h * w
+                    let image = group * lanes + lane, b = (pb?[o] ?? 0) + (ps?[image * outPlanes + o] ?? 0)
+                    let dst = py + (image * outPlanes + o) * h * w
                     let src = out + r * layout.outputs + lane
                     for row in 0..<h {
                         let d = dst + row * w, s = src + row * pitch
                         switch (accumulate, lanes) {
-                        case (true, 1): for x in 0..<w { d[x] += s[x] }
+                        case (true, 1): for x in 0..<w { d[x] += s[x] + b }
                         case (false, 1): for x in 0..<w { d[x] = s[x] + b }
-                        case (true, _): for x in 0..<w { d[x] += s[x &* lanes] }
+                        case (true, _): for x in 0..<w { d[x] += s[x &* lanes] + b }
                         case (false, _): for x in 0..<w { d[x] = s[x &* lanes] + b }
                         }
                     }
@@ -162,14 +164,17 @@ public func isDirectConv(_ g: ConvGeometry) -> Bool {
         && g.padTop == 1 && g.padLeft == 1 && g.padBottom == 1 && g.padRight == 1
 }
 
-/// y = conv(x, weight) + bias, for `isDirectConv` geometries.
+/// y (+)= conv(x, weight) + bias (+ shift), for `isDirectConv` geometries.
 func directConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                         bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
+                         bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, accumulate: Bool,
+                         y: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
     let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch, kernels: kernels)
     let planes = layout.border(x, channels: g.channels)
-    let packed = packWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false)
+    let packed = FrozenWeights.prepared(weight, "direct", kernels) {
+        packWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false)
+    }
     convolvePlanes(layout, planes: planes, channels: g.channels, packed: packed,
-                   outPlanes: g.outChannels, bias: bias, accumulate: false, y: y, kernels: kernels)
+                   outPlanes: g.outChannels, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
 }
 
 /// Adds dL/dx (when dx is non-nil), dL/dweight and dL/dbias, for `isDirectConv` geometries.

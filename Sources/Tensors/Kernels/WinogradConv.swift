@@ -44,12 +44,13 @@ func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: 
     return u
 }
 
-/// y (+)= conv(x, w) (+ bias) for x [N, C, H, W] and U from `winogradWeights`. Each core takes its
+/// y (+)= conv(x, w) (+ bias) (+ shift) for x [N, C, H, W], U from `winogradWeights`, and a
+/// shift [N, O] added per image and channel. Each core takes its
 /// own images, a chunk at a time: copy them channels-last into a zero border, transform every
 /// 4x4 block 8 channels per vector into V [16, tiles, C8], 16 sgemms M = V U, and transform back
 /// (the transforms are the kernel set's, CKernels' family/winograd.h).
 func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, outChannels o: Int,
-                    x: UnsafePointer<Float>, u: Storage, bias: UnsafePointer<Float>?,
+                    x: UnsafePointer<Float>, u: Storage, bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>? = nil,
                     accumulate: Bool, y: UnsafeMutablePointer<Float>, kernels: KernelSet) {
     let th = (h + 1) / 2, tw = (w + 1) / 2, perImage = th * tw
     let (cp, op) = (vectorPadded(c), vectorPadded(o))
@@ -57,9 +58,15 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
     let workers = min(kernelThreads, n)
     let chunk = max(1, min((n + workers - 1) / workers, (1 << 20) / (16 * max(cp, op) * perImage)))
     let px = SharedPointer(x), py = SharedPointer(y), pu = SharedPointer(u.pointer)
-    let padBias = Storage(zeros: op)  // zero past O, so that 8 channels load at a time
-    if let bias { padBias.pointer.update(from: bias, count: o) }
-    let pb = SharedPointer(padBias.pointer)
+    // bias + shift per image (one row for all without a shift), zero past O so that 8 channels load at a time
+    let biasRows = shift == nil ? 1 : n
+    let padBias = Storage(zeros: biasRows * op)
+    for image in 0..<biasRows {
+        let row = padBias.pointer + image * op
+        if let bias { row.update(from: bias, count: o) }
+        if let shift { for k in 0..<o { row[k] += shift[image * o + k] } }
+    }
+    let pb = SharedPointer(padBias.pointer), biasStride = shift == nil ? 0 : op
     DispatchQueue.concurrentPerform(iterations: workers) { worker in
         let images = n * worker / workers ..< n * (worker + 1) / workers
         let v = Storage(uninitializedCount: 16 * chunk * perImage * cp)
@@ -87,17 +94,21 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
                      c: m.pointer + xi * tiles * op, ldc: op)
             }
             // Y = A^T M A, a 2x2 block per tile, clipped at odd edges
-            kernels.k.winograd_output(m.pointer, nb, th, tw, op, pb.base, o, h, w, accumulate ? 1 : 0, py + n0 * o * h * w)
+            kernels.k.winograd_output(m.pointer, nb, th, tw, op, pb + n0 * biasStride, biasStride, o, h, w, accumulate ? 1 : 0,
+                                      py + n0 * o * h * w)
         }
     }
 }
 
-/// y = conv(x, weight) + bias, for `isDirectConv` geometries.
+/// y (+)= conv(x, weight) + bias (+ shift), for `isDirectConv` geometries.
 func winogradConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                           bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
-    let u = winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false)
+                           bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, accumulate: Bool,
+                           y: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
+    let u = FrozenWeights.prepared(weight, "winograd", kernels) {
+        winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false)
+    }
     winogradConv2d(batch: g.batch, channels: g.channels, height: g.height, width: g.width, outChannels: g.outChannels,
-                   x: x, u: u, bias: bias, accumulate: false, y: y, kernels: kernels)
+                   x: x, u: u, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
 }
 
 /// Adds dL/dx by Winograd, and dL/dweight and dL/dbias by the direct kernel.

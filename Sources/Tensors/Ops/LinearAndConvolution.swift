@@ -44,25 +44,44 @@ extension Tensor {
         conv2d(weight: weight, bias: bias, stride: stride, padding: (padding, padding, padding, padding))
     }
 
-    public func conv2d(weight: Tensor, bias: Tensor?, stride: Int,
-                       padding: (top: Int, left: Int, bottom: Int, right: Int)) -> Tensor {
+    /// conv(self, weight) + bias + shift + residual, the three adds made in the pass that writes
+    /// the output: `shift` [N, O] per image and channel (a resnet's projected time embedding),
+    /// `residual` [N, O, Ho, Wo] (its skip connection).
+    public func conv2d(weight: Tensor, bias: Tensor?, stride: Int = 1,
+                       padding: (top: Int, left: Int, bottom: Int, right: Int),
+                       shift: Tensor? = nil, residual: Tensor? = nil) -> Tensor {
         precondition(rank == 4 && weight.rank == 4 && weight.shape[1] == shape[1] && weight.shape[2] == weight.shape[3],
                      "conv2d: input \(shape) and weight \(weight.shape) do not match")
         let g = ConvGeometry(batch: shape[0], channels: shape[1], height: shape[2], width: shape[3],
                              outChannels: weight.shape[0], kernel: weight.shape[2], stride: stride,
                              padTop: padding.top, padLeft: padding.left,
                              padBottom: padding.bottom, padRight: padding.right)
+        let outShape = [g.batch, g.outChannels, g.outHeight, g.outWidth]
+        precondition(shift == nil || shift!.count == g.batch * g.outChannels,
+                     "conv2d: shift \(shift!.shape) is not one value per image and output channel [\(g.batch), \(g.outChannels)]")
+        precondition(residual == nil || residual!.shape == outShape, "conv2d: residual \(residual!.shape) is not the output's \(outShape)")
         let out = Storage(uninitializedCount: g.batch * g.outChannels * g.outPixels)
+        if let residual { out.pointer.update(from: residual.pointer, count: out.count) }
         let op = "conv\(g.kernelHeight)x\(g.kernelWidth)"
-        Profiler.measure(op, flops: g.flops) { conv2dForward(g, x: pointer, weight: weight.pointer, bias: bias?.pointer, y: out.pointer) }
-        let nx = node, nw = weight.node, nb = bias?.node
+        Profiler.measure(op, flops: g.flops) {
+            conv2dForward(g, x: pointer, weight: weight.pointer, bias: bias?.pointer, shift: shift?.pointer,
+                          accumulate: residual != nil, y: out.pointer)
+        }
+        let nx = node, nw = weight.node, nb = bias?.node, ns = shift?.node, nr = residual?.node
         let x = storage, w = weight.storage
         let backwardFlops = g.flops * Double((nx == nil ? 0 : 1) + (nw == nil ? 0 : 1))
-        return Tensor.result([g.batch, g.outChannels, g.outHeight, g.outWidth], out,
-                             inputs: [self, weight] + (bias.map { [$0] } ?? []), op: op, backwardFlops: backwardFlops) { grad in
-            conv2dBackward(g, x: x.pointer, weight: w.pointer, dy: grad.pointer,
-                           dx: nx?.gradientStorage().pointer, dweight: nw?.gradientStorage().pointer,
-                           dbias: nb?.gradientStorage().pointer)
+        let inputs = [self, weight] + [bias, shift, residual].compactMap { $0 }
+        return Tensor.result(outShape, out, inputs: inputs, op: op, backwardFlops: backwardFlops) { grad in
+            if nx != nil || nw != nil || nb != nil {
+                conv2dBackward(g, x: x.pointer, weight: w.pointer, dy: grad.pointer,
+                               dx: nx?.gradientStorage().pointer, dweight: nw?.gradientStorage().pointer,
+                               dbias: nb?.gradientStorage().pointer)
+            }
+            if let ns {  // d shift[n, o] = the sum of dy over the plane
+                let d = ns.gradientStorage().pointer, pixels = g.outPixels
+                for plane in 0..<g.batch * g.outChannels { d[plane] += Tensors.sum(grad.pointer + plane * pixels, count: pixels) }
+            }
+            if let nr { Tensors.accumulate(nr.gradientStorage().pointer, grad.pointer, count: grad.count) }
         }
     }
 }
