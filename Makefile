@@ -5,7 +5,7 @@
 SWIFT_FLAGS := -c release
 DDPM := .build/release/ddpm
 
-.PHONY: setup build test test-qemu crash-test sample demo bench info
+.PHONY: setup build test test-qemu crash-test fuzz sample demo bench info
 setup:
 	@scripts/setup
 
@@ -22,6 +22,11 @@ test-qemu: build
 # kill -9 a training run 50 times at random moments; every resume must end bit for bit as an uninterrupted run
 crash-test: build
 	scripts/crash-test 50
+
+# libFuzzer on every file reader, FUZZ_SECONDS each (findings in .build-fuzz/findings): slow, not in `make test`
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	scripts/fuzz $(FUZZ_SECONDS)
 
 # the main job: 16 garments from the bundled Fashion-MNIST model, and their noise-to-image strip
 sample: build

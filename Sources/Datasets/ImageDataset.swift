@@ -108,8 +108,8 @@ public struct ImageDataset: @unchecked Sendable {
                                           magic == 0x0801 ? "; this is a label file" : ""))
         }
         let (n, h, w) = (be32(4), be32(8), be32(12))
-        guard n > 0, h > 0, w > 0, bytes.count - 16 == n * h * w else {
-            throw FormatError(url, "header says \(n) images of \(h)x\(w) (\(n * h * w) bytes), the file holds \(bytes.count - 16): truncated?")
+        guard n > 0, h > 0, w > 0, let size = checkedProduct([n, h, w]), bytes.count - 16 == size else {
+            throw FormatError(url, "header says \(n) images of \(h)x\(w) (\(Double(n) * Double(h) * Double(w)) bytes), the file holds \(bytes.count - 16): truncated?")
         }
         let storage = Storage(uninitializedCount: n * h * w)
         for i in 0..<(n * h * w) { storage.pointer[i] = Float(bytes[16 + i]) / 127.5 - 1 }

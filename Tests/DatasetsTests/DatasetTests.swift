@@ -30,6 +30,8 @@ import TestSupport
             (idx(3, 4, 4, magic: 0x0801), "label file"),
             (idx(3, 4, 4, truncate: 5), "truncated"),
             (Data([1, 2, 3]), "too short"),
+            // sizes whose product overflows an Int: refused, not trapped on
+            (idx(0, 0, 0).prefix(4) + Data(repeating: 0xFF, count: 12) + Data([1]), "truncated"),
         ]
         for (i, (data, message)) in cases.enumerated() {
             let url = dir.appendingPathComponent("case\(i).idx")

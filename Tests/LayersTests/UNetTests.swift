@@ -11,6 +11,51 @@ import TestSupport
     func presetParameterCounts(preset: UNetConfig.Preset, expected: Int) {
         var rng = RandomGenerator(seed: 0)
         #expect(UNet2DModel(config: preset.config, using: &rng).parameterCount == expected)
+        #expect(preset.config.parameters == Double(expected))
+    }
+
+    /// The count a config promises before anything is built equals the built model's, for every
+    /// preset and fixture (class tables, class MLPs, no attention in the mid block, odd groups).
+    @Test func parametersWithoutBuilding() throws {
+        var configs = UNetConfig.Preset.allCases.map(\.config)
+        for name in ["tiny-pipeline", "tiny-class-table", "tiny-class-timestep"] {
+            configs.append(try UNetConfig.load(fixtures.appendingPathComponent("\(name)/unet/config.json")))
+        }
+        var plain = UNetConfig.Preset.tiny.config
+        plain.addAttention = false
+        plain.layersPerBlock = 3
+        configs.append(plain)
+        for config in configs {
+            var rng = RandomGenerator(seed: 0)
+            #expect(config.parameters == Double(UNet2DModel(config: config, using: &rng).parameterCount))
+        }
+    }
+
+    /// Block lists too long to halve the sample size that often are refused (2^99 once shifted to 0
+    /// and divided by it).
+    @Test func tooManyBlocksAreRefused() throws {
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: tinyPipeline.appendingPathComponent("unet/config.json"))) as! [String: Any]
+        json["block_out_channels"] = Array(repeating: 8, count: 100)
+        json["down_block_types"] = Array(repeating: "DownBlock2D", count: 100)
+        json["up_block_types"] = Array(repeating: "UpBlock2D", count: 100)
+        let data = try JSONSerialization.data(withJSONObject: json)
+        #expect(throws: ConfigError.self) { try UNetConfig(json: data, source: URL(fileURLWithPath: "deep.json")) }
+    }
+
+    /// A config that cannot fit in memory is refused by validation, with the size it needs, before
+    /// a byte of it is allocated.
+    @Test(arguments: [("sample_size", 100_000, "sample_size"), ("block_out_channels", 2_000_000, "block_out_channels")])
+    func oversizeConfigsAreRefused(key: String, value: Int, named: String) throws {
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: tinyPipeline.appendingPathComponent("unet/config.json"))) as! [String: Any]
+        json[key] = key == "sample_size" ? value as Any : [value, value] as Any
+        if key == "block_out_channels" { json["norm_num_groups"] = 1; json["attention_head_dim"] = 1 }
+        let data = try JSONSerialization.data(withJSONObject: json)
+        #expect {
+            try UNetConfig(json: data, source: URL(fileURLWithPath: "big.json")).validate(source: URL(fileURLWithPath: "big.json"))
+        } throws: { error in
+            let message = "\(error)"
+            return message.contains(named) && message.contains("needs at least") && message.contains("GB") && message.contains("big.json")
+        }
     }
 
     /// Builds the tiny reference model from its config, loads diffusers' weights strictly (every

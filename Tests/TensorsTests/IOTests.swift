@@ -101,6 +101,11 @@ import TestSupport
             ("unknown-dtype", header(#"{"w":{"dtype":"Q7","shape":[4],"data_offsets":[0,16]}}"#), "unsupported dtype"),
             ("bad-shape", header(#"{"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}}"#), "shape"),
             ("missing-fields", header(#"{"w":{"dtype":"F32"}}"#), "needs dtype"),
+            // headers promising more elements than an Int counts: refused, not trapped on
+            ("overflowing-shape", header(#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}}"#),
+             "more bytes than an Int counts"),
+            ("overflowing-bytes", header(#"{"w":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,16]}}"#),
+             "more bytes than an Int counts"),
         ]
         for (name, data, message) in cases {
             let url = dir.appendingPathComponent("\(name).safetensors")
@@ -115,6 +120,7 @@ import TestSupport
             ("no-magic", Data("hello world, not numpy".utf8), "magic"),
             ("header-past-end", npy.prefix(20), "runs past"),
             ("dtype", replacing(npy, "<f4", with: "<c8"), "unsupported dtype"),
+            ("overflowing-shape", replacing(npy, "(2, 3)", with: "(4294967296, 4294967296)"), "more than an Int counts"),
         ]
         for (name, data, message) in npyCases {
             let url = dir.appendingPathComponent("\(name).npy")

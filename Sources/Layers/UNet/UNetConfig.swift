@@ -159,9 +159,55 @@ public struct UNetConfig: Equatable, Sendable {
         try check(downsamplePadding == 0 || downsamplePadding == 1, "downsample_padding", "must be 0 or 1, is \(downsamplePadding)")
         try check(midBlockScaleFactor > 0, "mid_block_scale_factor", "must be positive, is \(midBlockScaleFactor)")
         let downsamplings = blockOutChannels.count - 1
-        try check(sampleSize % (1 << downsamplings) == 0, "sample_size", "\(sampleSize) is not divisible by 2^\(downsamplings) (one halving per block but the last)")
+        try check(downsamplings < 30 && sampleSize % (1 << downsamplings) == 0, "sample_size",
+                  "\(sampleSize) is not divisible by 2^\(downsamplings) (one halving per block but the last)")
         if let t = timeEmbeddingDim { try check(t >= 1, "time_embedding_dim", "must be positive, is \(t)") }
         if let k = numClassEmbeds { try check(k >= 1, "num_class_embeds", "must be positive, is \(k)") }
+        // before anything is allocated: the weights and one image's first feature maps must fit
+        let needed = minimumBytes, available = Double(ProcessInfo.processInfo.physicalMemory)
+        try check(needed <= available, sampleSize > 4096 ? "sample_size" : "block_out_channels",
+                  "needs at least \(gigabytes(needed)) (\(gigabytes(4 * parameters)) of weights, the rest one image's activations); "
+                  + "this machine has \(gigabytes(available))")
+    }
+
+    /// Parameters of the model this config builds (diffusers' count), computed without building it,
+    /// in Double so that no config overflows.
+    public var parameters: Double {
+        let c = blockOutChannels.map(Double.init), t = Double(timeEmbedDim), last = c.count - 1
+        func conv(_ i: Double, _ o: Double, _ k: Double = 3) -> Double { o * i * k * k + o }
+        func linear(_ i: Double, _ o: Double) -> Double { i * o + o }
+        func norm(_ ch: Double) -> Double { 2 * ch }
+        func resnet(_ i: Double, _ o: Double) -> Double {
+            norm(i) + conv(i, o) + linear(t, o) + norm(o) + conv(o, o) + (i == o ? 0 : conv(i, o, 1))
+        }
+        func attention(_ ch: Double) -> Double { norm(ch) + 4 * linear(ch, ch) }
+        var total = conv(Double(inChannels), c[0]) + linear(c[0], t) + linear(t, t)
+        if let k = numClassEmbeds { total += classEmbedding == .timestep ? linear(c[0], t) + linear(t, t) : Double(k) * t }
+        var skips = [c[0]], input = c[0]
+        for (i, kind) in downBlockTypes.enumerated() {
+            for l in 0..<layersPerBlock {
+                total += resnet(l == 0 ? input : c[i], c[i]) + (kind == .attention ? attention(c[i]) : 0)
+                skips.append(c[i])
+            }
+            if i < last { total += conv(c[i], c[i]); skips.append(c[i]) }
+            input = c[i]
+        }
+        if hasMidBlock { total += 2 * resnet(c[last], c[last]) + (addAttention ? attention(c[last]) : 0) }
+        for (i, kind) in upBlockTypes.enumerated() {
+            let o = c[last - i]
+            for l in 0...layersPerBlock {
+                total += resnet((l == 0 ? input : o) + (skips.popLast() ?? 0), o) + (kind == .attention ? attention(o) : 0)
+            }
+            if i < last { total += conv(o, o) }
+            input = o
+        }
+        return total + norm(c[0]) + conv(c[0], Double(outChannels))
+    }
+
+    /// Bytes that no use of this config can do without: float32 weights, and one image's input,
+    /// first feature map and a resnet's two intermediates at full resolution.
+    public var minimumBytes: Double {
+        4 * parameters + 4 * Double(sampleSize) * Double(sampleSize) * (Double(inChannels) + 3 * Double(blockOutChannels.first ?? 0))
     }
 
     /// The JSON diffusers writes for this config (every key, sorted).
@@ -186,4 +232,9 @@ public struct UNetConfig: Equatable, Sendable {
         ]
         return try! JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys])
     }
+}
+
+/// "1.5 GB"-style sizes for messages.
+func gigabytes(_ bytes: Double) -> String {
+    bytes >= 1e9 ? String(format: "%.1f GB", bytes / 1e9) : String(format: "%.1f MB", bytes / 1e6)
 }

@@ -11,6 +11,18 @@ public struct FormatError: Error, CustomStringConvertible, Equatable {
     public var description: String { "\(file): \(problem)" }
 }
 
+/// The product of `factors` (a shape's element count, or that times an element's bytes), nil when
+/// it overflows: a header that promises more than any machine holds is refused, not trapped on.
+public func checkedProduct(_ factors: [Int]) -> Int? {
+    var product = 1
+    for f in factors {
+        let (p, overflow) = product.multipliedReportingOverflow(by: f)
+        if overflow { return nil }
+        product = p
+    }
+    return product
+}
+
 /// Writes `data` next to `url` under a temporary name, flushes it, and renames it into place, so a
 /// reader never sees half a file and an interrupted write leaves the old one intact.
 public func writeAtomically(_ data: Data, to url: URL) throws {

@@ -33,10 +33,10 @@ public enum NPY {
               let header = String(data: data.subdata(in: (data.startIndex + headerStart)..<(data.startIndex + headerStart + headerLength)), encoding: .utf8)
         else { throw FormatError(url, "header of \(headerLength) bytes runs past the end of the file") }
         let dict = try parseHeader(header, url)
-        let count = dict.shape.reduce(1, *)
         let start = headerStart + headerLength
-        guard data.count - start == count * dict.element.size else {
-            throw FormatError(url, "shape \(dict.shape) of \(dict.element.rawValue) needs \(count * dict.element.size) bytes of data, the file has \(data.count - start)")
+        guard let count = checkedProduct(dict.shape), let bytes = checkedProduct([count, dict.element.size]), data.count - start == bytes else {
+            let needs = checkedProduct(dict.shape).flatMap { checkedProduct([$0, dict.element.size]) }.map(String.init) ?? "more than an Int counts"
+            throw FormatError(url, "shape \(dict.shape) of \(dict.element.rawValue) needs \(needs) bytes of data, the file has \(data.count - start)")
         }
         var values = [Double](repeating: 0, count: count)
         data.withUnsafeBytes { raw in

@@ -51,9 +51,10 @@ public enum Safetensors {
             guard offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= dataSize else {
                 throw FormatError(url, "tensor '\(name)': data_offsets \(offsetsAny) out of range (data is \(dataSize) bytes)")
             }
-            let count = shape.reduce(1, *)
-            guard offsets[1] - offsets[0] == count * dtype.size else {
-                throw FormatError(url, "tensor '\(name)': shape \(shape) of \(dtypeName) needs \(count * dtype.size) bytes, offsets give \(offsets[1] - offsets[0])")
+            guard let count = checkedProduct(shape), let bytes = checkedProduct([count, dtype.size]),
+                  offsets[1] - offsets[0] == bytes else {
+                let needs = checkedProduct(shape).flatMap { checkedProduct([$0, dtype.size]) }.map { "\($0) bytes" } ?? "more bytes than an Int counts"
+                throw FormatError(url, "tensor '\(name)': shape \(shape) of \(dtypeName) needs \(needs), offsets give \(offsets[1] - offsets[0])")
             }
             let storage = Storage(uninitializedCount: count)
             data.withUnsafeBytes { raw in
