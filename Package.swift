@@ -40,6 +40,6 @@ let package = Package(
         .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "TestSupport"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Datasets", "Layers", "Tensors", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensors", "TestSupport", "CSTB"]),
-        .testTarget(name: "CLITests", dependencies: ["Tensors", "TestSupport", "ddpm"]),
+        .testTarget(name: "CLITests", dependencies: ["Diffusion", "Tensors", "TestSupport", "ddpm"]),
     ]
 )

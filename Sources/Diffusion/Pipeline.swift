@@ -196,12 +196,42 @@ public final class Pipeline {
                          guidanceScale: Float = 1, batchSize: Int, using rng: inout RandomGenerator,
                          observe: (Range<Int>, Denoising.Step) -> Void = { _, _ in },
                          progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
-        let n = sample.shape[0], calls = scheduler.timesteps.count - index
+        var results: [Tensor] = []
+        generateBatches(count: sample.shape[0], startingAt: index, from: { sample.slice($0) }, with: scheduler, classLabels: classLabels,
+                        guidanceScale: guidanceScale, batchSize: batchSize, using: &rng, observe: observe, progress: progress,
+                        deliver: { _, images in results.append(images) })
+        return Tensor.joined(results)
+    }
+
+    /// `count` images from fresh noise, streamed: each batch's noise is drawn when the batch starts
+    /// and each finished batch goes to `deliver(its range, its images)` and is not kept, so any count
+    /// fits in memory. The images equal `generate(from: Tensor.randomNormal(sampleShape(count:),
+    /// using: &rng), ...)`: the noise is the same draws, and the schedulers' draws start after them.
+    public func generate(count: Int, with scheduler: any Scheduler, classLabels: [Int]? = nil, guidanceScale: Float = 1,
+                         batchSize: Int, using rng: inout RandomGenerator,
+                         observe: (Range<Int>, Denoising.Step) -> Void = { _, _ in }, progress: (Int, Int) -> Void = { _, _ in },
+                         deliver: (Range<Int>, Tensor) throws -> Void) rethrows {
+        var noise = NormalStream(rng)
+        let perImage = sampleShape(count: 1).reduce(1, *)
+        rng.skipNormals(count * perImage)
+        try generateBatches(count: count, startingAt: 0, from: { range in
+            scheduler.startingSample(Tensor(shape: sampleShape(count: range.count), noise.next(range.count * perImage)))
+        }, with: scheduler, classLabels: classLabels, guidanceScale: guidanceScale, batchSize: batchSize, using: &rng,
+           observe: observe, progress: progress, deliver: deliver)
+    }
+
+    /// The one loop: `count` images, `batchSize` at a time, batch `range` starting from `start(range)`
+    /// at call `index`; batch b continues the scheduler's generator where batch b - 1 left it.
+    func generateBatches(count n: Int, startingAt index: Int, from start: (Range<Int>) -> Tensor, with scheduler: any Scheduler,
+                         classLabels: [Int]?, guidanceScale: Float, batchSize: Int, using rng: inout RandomGenerator,
+                         observe: (Range<Int>, Denoising.Step) -> Void, progress: (Int, Int) -> Void,
+                         deliver: (Range<Int>, Tensor) throws -> Void) rethrows {
+        let calls = scheduler.timesteps.count - index
         let total = calls * ((n + batchSize - 1) / batchSize)
-        var done = 0, results: [Tensor] = []
+        var done = 0
         for b in stride(from: 0, to: n, by: batchSize) {
             let range = b..<min(b + batchSize, n)
-            var loop = denoise(from: sample.slice(range), at: index, with: scheduler, classLabels: classLabels.map { Array($0[range]) },
+            var loop = denoise(from: start(range), at: index, with: scheduler, classLabels: classLabels.map { Array($0[range]) },
                                guidanceScale: guidanceScale, using: rng)
             while let step = loop.next() {
                 done += 1
@@ -209,9 +239,8 @@ public final class Pipeline {
                 progress(done, total)
             }
             rng = loop.rng
-            results.append(loop.sample)
+            try deliver(range, loop.sample)
         }
-        return Tensor.joined(results)
     }
 
     /// Starting noise from a float32 `.npy`: shaped [N, C, H, W] for this model, every value finite.

@@ -56,6 +56,32 @@ public struct RandomGenerator: RandomNumberGenerator, Codable, Equatable, Sendab
     }
 
     public mutating func normal() -> Float { normal(count: 1)[0] }
+
+    /// The generator as it will be after `normal(count:)`: Box-Muller takes two words per pair.
+    public mutating func skipNormals(_ count: Int) {
+        for _ in 0..<(2 * ((count + 1) / 2)) { _ = next() }
+    }
+}
+
+/// The values `normal(count: total)` would draw in one call, handed out a piece at a time (a
+/// partner left over from a pair waits for the next piece), so that noise for any number of
+/// images can be made a batch at a time and still equal the noise drawn all at once.
+public struct NormalStream: Sendable {
+    var rng: RandomGenerator
+    var partner: Float? = nil
+
+    public init(_ rng: RandomGenerator) { self.rng = rng }
+
+    public mutating func next(_ count: Int) -> [Float] {
+        var out: [Float] = []
+        out.reserveCapacity(count)
+        if count > 0, let p = partner { out.append(p); partner = nil }
+        let needed = count - out.count
+        let fresh = rng.normal(count: (needed + 1) / 2 * 2)  // whole pairs
+        out += fresh.prefix(needed)
+        if fresh.count > needed { partner = fresh[needed] }
+        return out
+    }
 }
 
 extension Tensor {

@@ -9,6 +9,9 @@ extension SchedulerConfig.TimestepSpacing: ExpressibleByArgument {}
 
 /// Generates images from a model folder.
 struct Sample: ParsableCommand {
+    /// The most images a PNG grid shows; more go to a .npy.
+    static let gridLimit = 4096
+
     static let configuration = CommandConfiguration(
         abstract: "Generate images with a diffusion model (a diffusers DDPMPipeline folder).",
         discussion: """
@@ -68,26 +71,45 @@ struct Sample: ParsableCommand {
         let stepCount = steps ?? kind.defaultSteps(pipeline.schedulerConfig.numTrainTimesteps)
 
         var rng = RandomGenerator(seed: seed)
-        let start = try noise.map { try pipeline.noise(from: URL(fileURLWithPath: $0)) }
-            ?? Tensor.randomNormal(pipeline.sampleShape(count: count), using: &rng)
-        let n = start.shape[0]
+        let given = try noise.map { try pipeline.noise(from: URL(fileURLWithPath: $0)) }
+        let n = given?.shape[0] ?? count
+        let url = URL(fileURLWithPath: output)
+        // a .npy is written a batch at a time, so any count fits in memory; a grid needs every image
+        let writer = output.hasSuffix(".npy") ? try NPY.Writer(url, shape: pipeline.sampleShape(count: n)) : nil
+        if writer == nil && n > Self.gridLimit {
+            throw ValidationError("--count \(n): a PNG grid of more than \(Self.gridLimit) images is not readable; write a .npy (streamed to disk)")
+        }
         let labels = try classLabels(for: pipeline, count: n)
         let calls = scheduler.timesteps.count
         let frameSteps = Set((1...min(10, calls)).map { calls * $0 / min(10, calls) - 1 })
         let shown = min(n, 8)
-        var strip: [Tensor] = progression == nil ? [] : [start.slice(0..<shown)]
+        // the strip's first frame: the first images' noise, drawn again (the stream draws it batch by batch)
+        var first = NormalStream(RandomGenerator(seed: seed))
+        var strip: [Tensor] = progression == nil ? [] : [given?.slice(0..<shown)
+            ?? Tensor(shape: pipeline.sampleShape(count: shown), first.next(shown * pipeline.sampleShape(count: 1).reduce(1, *)))]
         let bar = ProgressBar(total: calls * ((n + batchSize - 1) / batchSize), label: "\(kind.rawValue) \(stepCount) steps")
         let began = Date()
-        let result = pipeline.generate(from: start, with: scheduler, classLabels: labels, guidanceScale: guidanceScale, batchSize: batchSize,
-                                       using: &rng, observe: { batch, step in
-            if batch.lowerBound == 0, progression != nil, frameSteps.contains(step.index) { strip.append(step.sample.slice(0..<min(batch.count, shown))) }
-        }, progress: { done, total in
+        var kept: [Tensor] = []
+        func observe(_ batch: Range<Int>, _ step: Denoising.Step) {
+            guard batch.lowerBound == 0, progression != nil else { return }
+            if frameSteps.contains(step.index) { strip.append(step.sample.slice(0..<min(batch.count, shown))) }
+        }
+        func progress(_ done: Int, _ total: Int) {
             bar.update(done, detail: String(format: "%.2f img/s", Double(n) * Double(done) / Double(total) / Date().timeIntervalSince(began)))
-        })
+        }
+        func deliver(_ batch: Range<Int>, _ images: Tensor) throws {
+            if let writer { try writer.append(images) } else { kept.append(images) }
+        }
+        if let given {
+            try deliver(0..<n, pipeline.generate(from: given, with: scheduler, classLabels: labels, guidanceScale: guidanceScale,
+                                                 batchSize: batchSize, using: &rng, observe: observe, progress: progress))
+        } else {
+            try pipeline.generate(count: n, with: scheduler, classLabels: labels, guidanceScale: guidanceScale, batchSize: batchSize,
+                                  using: &rng, observe: observe, progress: progress, deliver: deliver)
+        }
         let seconds = Date().timeIntervalSince(began)
 
-        let url = URL(fileURLWithPath: output)
-        if output.hasSuffix(".npy") { try NPY.write(result, to: url) } else { try grid(result, labels: labels).writePNG(to: url) }
+        if let writer { try writer.finish() } else { try grid(Tensor.joined(kept), labels: labels).writePNG(to: url) }
         if let progression { try progressionStrip(strip).writePNG(to: URL(fileURLWithPath: progression)) }
         print(String(format: "wrote %@: %d images, %@ %d steps in %.1f s (%.2f images/s)",
                      output, n, kind.rawValue, stepCount, seconds, Double(n) / seconds))

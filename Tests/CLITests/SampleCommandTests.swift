@@ -1,3 +1,4 @@
+import Diffusion
 import Foundation
 import Testing
 import Tensors
@@ -28,6 +29,27 @@ func ddpm(_ arguments: [String], environment: [String: String] = [:]) throws -> 
 
 @Suite struct SampleCommandTests {
     let tiny = fixtures.appendingPathComponent("tiny-pipeline")
+
+    /// `ddpm sample` streams a .npy batch by batch: the file equals the library's all-at-once
+    /// generation for the same seed (an uneven last batch), no temporary is left behind, and a PNG
+    /// grid past the limit is refused before any work, nothing written.
+    @Test func samplesStreamToNPY() throws {
+        let dir = temporaryDirectory()
+        let out = dir.appendingPathComponent("many.npy")
+        let r = try ddpm(["sample", "--model", tiny.path, "--sampler", "ddpm", "--steps", "3", "--count", "150", "--batch-size", "64",
+                          "--seed", "5", "--output", out.path])
+        #expect(r.status == 0, "\(r.err)")
+        let pipeline = try Pipeline.load(tiny)
+        var rng = RandomGenerator(seed: 5)
+        let expected = pipeline.generate(from: Tensor.randomNormal(pipeline.sampleShape(count: 150), using: &rng),
+                                         with: try pipeline.scheduler(.ddpm, steps: 3), batchSize: 64, using: &rng)
+        #expect(maxAbsDifference(try NPY.readTensor(out), expected) < 1e-6)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["many.npy"])
+        let png = dir.appendingPathComponent("huge.png")
+        let refused = try ddpm(["sample", "--model", tiny.path, "--count", "5000", "--output", png.path])
+        #expect(refused.status != 0 && refused.err.contains("--count 5000") && refused.err.contains(".npy"), "\(refused.err)")
+        #expect(!FileManager.default.fileExists(atPath: png.path))
+    }
 
     @Test func binaryExists() {
         #expect(FileManager.default.isExecutableFile(atPath: ddpmBinary.path), "no ddpm binary at \(ddpmBinary.path)")

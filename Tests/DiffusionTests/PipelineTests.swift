@@ -23,6 +23,25 @@ func copyOfTinyPipeline() throws -> URL {
         #expect(maxAbsDifference(out, expected) < 1e-3, "max difference \(maxAbsDifference(out, expected))")
     }
 
+    /// Streaming from fresh noise (each batch's noise drawn when it starts, each batch handed on and
+    /// dropped) gives the images of drawing all the noise first, with DDPM's own draws after it: an
+    /// uneven last batch, in order, bit for bit.
+    @Test func streamedGenerationEqualsAllAtOnce() throws {
+        let pipeline = try Pipeline.load(tiny)
+        let scheduler = try pipeline.scheduler(.ddpm, steps: 4)
+        var rng = RandomGenerator(seed: 3)
+        let expected = pipeline.generate(from: Tensor.randomNormal(pipeline.sampleShape(count: 7), using: &rng), with: scheduler,
+                                         batchSize: 3, using: &rng)
+        var streamed = RandomGenerator(seed: 3), parts: [Tensor] = [], ranges: [Range<Int>] = []
+        pipeline.generate(count: 7, with: scheduler, batchSize: 3, using: &streamed) { range, images in
+            ranges.append(range)
+            parts.append(images)
+        }
+        #expect(ranges == [0..<3, 3..<6, 6..<7])
+        #expect(maxAbsDifference(Tensor.joined(parts), expected) == 0)
+        #expect(streamed == rng)
+    }
+
     @Test func denoisingYieldsEveryStep() throws {
         let pipeline = try Pipeline.load(tiny)
         let scheduler = try pipeline.scheduler(.ddpm, steps: 25)

@@ -15,6 +15,19 @@ import Tensors
     }
 
     /// Pins the generator's output, so a change to it (which would change every seeded result) is seen.
+    /// Normals handed out in pieces of any size (odd ones leave a partner waiting) are the values
+    /// of one call, and skipping them leaves the generator where that call does.
+    @Test func normalStreamEqualsOneDraw() {
+        var whole = RandomGenerator(seed: 9)
+        let all = whole.normal(count: 31)
+        var stream = NormalStream(RandomGenerator(seed: 9)), pieces: [Float] = []
+        for size in [3, 0, 5, 1, 8, 7, 7] { pieces += stream.next(size) }
+        #expect(pieces == all)
+        var skipped = RandomGenerator(seed: 9)
+        skipped.skipNormals(31)
+        #expect(skipped == whole)
+    }
+
     @Test func pinnedOutput() {
         var rng = RandomGenerator(seed: 0)
         #expect(rng.next() == 0x99EC_5F36_CB75_F2B4)

@@ -26,26 +26,53 @@ public func checkedProduct(_ factors: [Int]) -> Int? {
 /// Writes `data` next to `url` under a temporary name, flushes it, and renames it into place, so a
 /// reader never sees half a file and an interrupted write leaves the old one intact.
 public func writeAtomically(_ data: Data, to url: URL) throws {
-    let dir = url.deletingLastPathComponent()
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let temporary = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
-    guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-        throw FormatError(url, "cannot create a file in \(dir.path)")
+    let file = try AtomicFile(url)
+    try file.write(data)
+    try file.commit()
+}
+
+/// A file written in pieces under a temporary name beside `url` (`.NAME.PID.tmp`) and renamed into
+/// place by `commit()`, after a flush to disk. Until then the old file, if any, is untouched; a
+/// file dropped without `commit()` removes its temporary.
+public final class AtomicFile {
+    public let url: URL
+    let temporary: URL
+    let handle: FileHandle
+    var committed = false
+
+    public init(_ url: URL) throws {
+        self.url = url
+        let dir = url.deletingLastPathComponent()
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        temporary = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
+        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+            throw FormatError(url, "cannot create a file in \(dir.path)")
+        }
+        handle = try FileHandle(forWritingTo: temporary)
     }
-    let handle = try FileHandle(forWritingTo: temporary)
-    do {
-        try handle.write(contentsOf: data)
+
+    public func write(_ data: Data) throws {
+        do { try handle.write(contentsOf: data) } catch {
+            throw FormatError(url, "cannot write (\((error as NSError).localizedDescription)); the previous file, if any, is intact")
+        }
+    }
+
+    public func commit() throws {
         try handle.synchronize()
         try handle.close()
-    } catch {
-        try? handle.close()
-        try? FileManager.default.removeItem(at: temporary)
-        throw error
+        committed = true
+        if rename(temporary.path, url.path) != 0 {
+            let code = errno
+            try? FileManager.default.removeItem(at: temporary)
+            throw FormatError(url, "cannot rename the temporary file into place: \(String(cString: strerror(code)))")
+        }
     }
-    if rename(temporary.path, url.path) != 0 {
-        let code = errno
-        try? FileManager.default.removeItem(at: temporary)
-        throw FormatError(url, "cannot rename the temporary file into place: \(String(cString: strerror(code)))")
+
+    deinit {
+        if !committed {
+            try? handle.close()
+            try? FileManager.default.removeItem(at: temporary)
+        }
     }
 }
 

@@ -106,6 +106,33 @@ public enum NPY {
         try writeAtomically(encode(shape: tensor.shape, float32: tensor.scalars), to: url)
     }
 
+    /// A float32 array [N, ...] written a batch of rows at a time (`ddpm sample --count 100000`
+    /// keeps one batch in memory), renamed into place by `finish()` once all N rows are in.
+    public final class Writer {
+        let file: AtomicFile
+        public let shape: [Int]
+        var rows = 0
+
+        public init(_ url: URL, shape: [Int]) throws {
+            self.shape = shape
+            file = try AtomicFile(url)
+            try file.write(header(descr: "<f4", shape: shape))
+        }
+
+        /// Appends rows [k, shape[1...]] after those written so far.
+        public func append(_ rows: Tensor) throws {
+            precondition(Swift.Array(rows.shape.dropFirst()) == Swift.Array(shape.dropFirst()) && self.rows + rows.shape[0] <= shape[0],
+                         "NPY.Writer: rows \(rows.shape) do not continue \(shape) after \(self.rows)")
+            try file.write(Data(bytes: rows.pointer, count: 4 * rows.count))
+            self.rows += rows.shape[0]
+        }
+
+        public func finish() throws {
+            precondition(rows == shape[0], "NPY.Writer: \(rows) of \(shape[0]) rows written")
+            try file.commit()
+        }
+    }
+
     private static func header(descr: String, shape: [Int]) -> Data {
         let dims = shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? "," : "")
         var text = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (\(dims)), }"
