@@ -27,6 +27,10 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     /// Learning-rate factors for parameter groups, keyed by a name prefix (`class_embedding`: the
     /// class table a warm start adds learns at this many times the rate of the weights it joins).
     public var learningRateScales: [String: Float]? = nil
+    /// Micro-batches per optimiser step (diffusers' `--gradient_accumulation_steps`): the batch is
+    /// cut into this many slices whose gradients add up to the whole batch's before one update, so a
+    /// batch that does not fit in memory trains as if it did. nil or 1: the whole batch at once.
+    public var gradientAccumulationSteps: Int? = nil
 
     public init() {}
 }
@@ -93,19 +97,30 @@ public final class Trainer {
         let learningRate = warmupLearningRate(base: options.learningRate, step: step, warmup: options.warmup)
         optimizer.learningRate = learningRate
         unet.zeroGradients()
-        let output = unet.training(xt, timesteps: timesteps.map(Float.init), classLabels: labels, using: &rng)
-        var loss: Tensor
-        if let bound = learnedVariance {
-            // the hybrid loss of Nichol & Dhariwal: L_simple + lambda L_vlb, lambda = 0.001 (in the T / 1000 scale)
-            let (prediction, variance) = splitVariance(output, channels: x0.shape[1])
-            loss = diffusionLoss(prediction: prediction, target: target, weights: weights)
-                + bound.learnedVarianceLoss(prediction: prediction, variance: variance!, x0: x0, xt: xt, timesteps: timesteps)
-        } else {
-            loss = diffusionLoss(prediction: output, target: target, weights: weights)
+        // the batch's draws are made above, whole; each micro-batch's mean loss is weighted by its
+        // share of the batch, so that the gradients it adds up to are the whole batch's
+        let slices = max(1, min(options.gradientAccumulationSteps ?? 1, batch))
+        var value: Float = 0
+        for m in 0..<slices {
+            let rows = batch * m / slices ..< batch * (m + 1) / slices
+            func part(_ t: Tensor) -> Tensor { slices == 1 ? t : t.slice(rows) }
+            let xtm = part(xt), x0m = part(x0), tm = Array(timesteps[rows])
+            let output = unet.training(xtm, timesteps: tm.map(Float.init), classLabels: labels.map { Array($0[rows]) }, using: &rng)
+            var loss: Tensor
+            if let bound = learnedVariance {
+                // the hybrid loss of Nichol & Dhariwal: L_simple + lambda L_vlb, lambda = 0.001 (in the T / 1000 scale)
+                let (prediction, variance) = splitVariance(output, channels: x0.shape[1])
+                loss = diffusionLoss(prediction: prediction, target: part(target), weights: weights.map { Array($0[rows]) })
+                    + bound.learnedVarianceLoss(prediction: prediction, variance: variance!, x0: x0m, xt: xtm, timesteps: tm)
+            } else {
+                loss = diffusionLoss(prediction: output, target: part(target), weights: weights.map { Array($0[rows]) })
+            }
+            if slices > 1 { loss = loss * (Float(rows.count) / Float(batch)) }
+            let part = loss.item
+            guard part.isFinite else { return part }
+            value += part
+            loss.backward()
         }
-        let value = loss.item
-        guard value.isFinite else { return value }
-        loss.backward()
         clipGradientNorm(optimizer.parameters, maxNorm: options.gradientClip)
         optimizer.update()
         step += 1

@@ -54,6 +54,9 @@ struct Train: ParsableCommand {
     @Option(help: "Start from this model folder's weights (and its unet and scheduler configs).") var initFrom: String?
     @Flag(help: "Learn the variance too (Nichol & Dhariwal): twice the output channels, learned_range, the hybrid loss.")
     var learnVariance = false
+    @Option(help: ArgumentHelp("Cut each batch into N micro-batches whose gradients add up before one update (default 1).",
+                               discussion: "The same steps in less memory; on --resume it may change."))
+    var gradientAccumulationSteps: Int?
 
     func validate() throws {
         if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
@@ -62,6 +65,9 @@ struct Train: ParsableCommand {
         }
         guard learningRate > 0, emaDecay >= 0, emaDecay < 1 else { throw ValidationError("--learning-rate must be positive and --ema-decay in [0, 1)") }
         guard labelDropout >= 0, labelDropout < 1 else { throw ValidationError("--label-dropout must lie in [0, 1)") }
+        if let n = gradientAccumulationSteps, n < 1 || n > batchSize {
+            throw ValidationError("--gradient-accumulation-steps must lie in 1...--batch-size (\(batchSize)), is \(n)")
+        }
         if initFrom != nil && (preset != nil || config != nil) {
             throw ValidationError("--init-from takes the model's own config: give it without --preset or --config")
         }
@@ -96,6 +102,12 @@ struct Train: ParsableCommand {
         let dataset: ImageDataset
         if resume {
             trainer = try Trainer.resume(from: folder, steps: steps)
+            if let n = gradientAccumulationSteps {
+                guard n <= trainer.options.batchSize else {
+                    throw ValidationError("--gradient-accumulation-steps \(n) is more than the run's batch size \(trainer.options.batchSize)")
+                }
+                trainer.options.gradientAccumulationSteps = n
+            }
             let c = trainer.unet.config
             dataset = try ImageDataset.load(data, channels: c.inChannels, size: c.sampleSize, labels: labels)
             let saved = try Trainer.savedDataSource(in: folder)
@@ -143,6 +155,7 @@ struct Train: ParsableCommand {
             options.flip = flip; options.minSNRGamma = minSNRGamma
             options.labelDropout = unetConfig.isClassConditional ? labelDropout : nil
             options.learningRateScales = try learningRateScales()
+            options.gradientAccumulationSteps = gradientAccumulationSteps
             let unet = UNet2DModel(config: unetConfig, using: &rng)
             let names = unet.parameters.map(\.name)
             for prefix in options.learningRateScales?.keys.sorted() ?? [] where !names.contains(where: { $0 == prefix || $0.hasPrefix(prefix + ".") }) {
