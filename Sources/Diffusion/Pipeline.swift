@@ -197,9 +197,10 @@ public final class Pipeline {
                          observe: (Range<Int>, Denoising.Step) -> Void = { _, _ in },
                          progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
         var results: [Tensor] = []
-        generateBatches(count: sample.shape[0], startingAt: index, from: { sample.slice($0) }, with: scheduler, classLabels: classLabels,
-                        guidanceScale: guidanceScale, batchSize: batchSize, using: &rng, observe: observe, progress: progress,
-                        deliver: { _, images in results.append(images) })
+        generateBatches(count: sample.shape[0], calls: scheduler.timesteps.count - index, batchSize: batchSize, using: &rng, loop: { range, rng in
+            denoise(from: sample.slice(range), at: index, with: scheduler, classLabels: classLabels.map { Array($0[range]) },
+                    guidanceScale: guidanceScale, using: rng)
+        }, observe: observe, progress: progress, deliver: { _, images in results.append(images) })
         return Tensor.joined(results)
     }
 
@@ -214,25 +215,27 @@ public final class Pipeline {
         var noise = NormalStream(rng)
         let perImage = sampleShape(count: 1).reduce(1, *)
         rng.skipNormals(count * perImage)
-        try generateBatches(count: count, startingAt: 0, from: { range in
-            scheduler.startingSample(Tensor(shape: sampleShape(count: range.count), noise.next(range.count * perImage)))
-        }, with: scheduler, classLabels: classLabels, guidanceScale: guidanceScale, batchSize: batchSize, using: &rng,
-           observe: observe, progress: progress, deliver: deliver)
+        try generateBatches(count: count, calls: scheduler.timesteps.count, batchSize: batchSize, using: &rng, loop: { range, rng in
+            let start = scheduler.startingSample(Tensor(shape: sampleShape(count: range.count), noise.next(range.count * perImage)))
+            return denoise(from: start, at: 0, with: scheduler, classLabels: classLabels.map { Array($0[range]) },
+                           guidanceScale: guidanceScale, using: rng)
+        }, observe: observe, progress: progress, deliver: deliver)
     }
 
-    /// The one loop: `count` images, `batchSize` at a time, batch `range` starting from `start(range)`
-    /// at call `index`; batch b continues the scheduler's generator where batch b - 1 left it.
-    func generateBatches(count n: Int, startingAt index: Int, from start: (Range<Int>) -> Tensor, with scheduler: any Scheduler,
-                         classLabels: [Int]?, guidanceScale: Float, batchSize: Int, using rng: inout RandomGenerator,
-                         observe: (Range<Int>, Denoising.Step) -> Void, progress: (Int, Int) -> Void,
-                         deliver: (Range<Int>, Tensor) throws -> Void) rethrows {
-        let calls = scheduler.timesteps.count - index
+    /// The one batched loop that sampling, editing, inpainting and evaluation share: `count` images,
+    /// `batchSize` at a time; `loop(range, &rng)` makes a batch's loop (a scheduler's `Denoising`, or
+    /// RePaint's, which keeps its known pixels), which takes `calls` iterations and the generator
+    /// where the batch before left it; `observe` and `progress` after each iteration, `deliver` each
+    /// finished batch.
+    func generateBatches<Loop: DenoisingLoop>(count n: Int, calls: Int, batchSize: Int, using rng: inout RandomGenerator,
+                                              loop makeLoop: (Range<Int>, inout RandomGenerator) -> Loop,
+                                              observe: (Range<Int>, Loop.Step) -> Void, progress: (Int, Int) -> Void,
+                                              deliver: (Range<Int>, Tensor) throws -> Void) rethrows {
         let total = calls * ((n + batchSize - 1) / batchSize)
         var done = 0
         for b in stride(from: 0, to: n, by: batchSize) {
             let range = b..<min(b + batchSize, n)
-            var loop = denoise(from: start(range), at: index, with: scheduler, classLabels: classLabels.map { Array($0[range]) },
-                               guidanceScale: guidanceScale, using: rng)
+            var loop = makeLoop(range, &rng)
             while let step = loop.next() {
                 done += 1
                 observe(range, step)
@@ -257,9 +260,21 @@ public final class Pipeline {
     }
 }
 
+/// One batch's reverse process, an iteration at a time: a scheduler's (`Denoising`) or RePaint's
+/// (`RePainting`). `Pipeline.generateBatches` runs one per batch.
+public protocol DenoisingLoop {
+    associatedtype Step
+    /// The next iteration, nil when done.
+    mutating func next() -> Step?
+    /// x after the iterations so far.
+    var sample: Tensor { get }
+    /// The generator's state after the iterations so far.
+    var rng: RandomGenerator { get }
+}
+
 /// The reverse process as a sequence: each element is one scheduler step, so callers can show
 /// progress or keep intermediate images without the library knowing about terminals.
-public struct Denoising: Sequence, IteratorProtocol {
+public struct Denoising: Sequence, IteratorProtocol, DenoisingLoop {
     public struct Step {
         /// 0-based position and the number of steps in all.
         public let index: Int, count: Int

@@ -1,4 +1,5 @@
 import Foundation
+import Layers
 import Tensors
 
 /// RePaint (Lugmayr et al. 2022), as diffusers' `RePaintScheduler` and `RePaintPipeline`: inpainting
@@ -83,45 +84,76 @@ func masked(_ known: Tensor, _ unknown: Tensor, mask: Tensor) -> Tensor {
     return out
 }
 
-extension Pipeline {
-    /// Inpaints `images` [N, C, H, W] in [-1, 1] where `mask` is 0 (1 keeps a pixel), by RePaint from
-    /// `start` noise. `noise(k)` supplies the k-th noise the loop draws (one per denoising step,
-    /// `stride` per re-noising), so that a fixed sequence can be replayed; `inpaint(_:mask:using:)`
-    /// draws them from a generator.
-    public func inpaint(_ images: Tensor, mask: Tensor, with repaint: RePaintSchedule, start: Tensor, classLabels: [Int]? = nil,
-                        guidanceScale: Float = 1, noise: (Int, [Int]) -> Tensor, progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
-        var x = start, last = repaint.timesteps[0] + 1, drawn = 0
-        func next() -> Tensor { defer { drawn += 1 }; return noise(drawn, x.shape) }
-        for (i, t) in repaint.timesteps.enumerated() {
-            if t < last {
-                let output = withoutGradients {
-                    guidedPrediction(unet, x, timestep: Float(t), classLabels: classLabels, guidanceScale: guidanceScale)
-                }
-                x = repaint.step(output, timestep: t, sample: x, original: images, mask: mask, noise: next())
-            } else {
-                x = repaint.undo(x, timestep: last, noises: (0..<repaint.stride).map { _ in next() })
-            }
-            last = t
-            progress(i + 1, repaint.timesteps.count)
-        }
-        return x
+/// RePaint's loop over one batch: down the timestep list it denoises (a model call, the known
+/// pixels put back noised to the new level), up it re-noises; every draw is standard normal noise
+/// from `rng`, or from `replay(k, shape)` for the k-th draw when given (to replay a fixed sequence).
+public struct RePainting: DenoisingLoop {
+    let unet: UNet2DModel, repaint: RePaintSchedule
+    let original: Tensor, mask: Tensor
+    let classLabels: [Int]?, guidanceScale: Float
+    let replay: ((Int, [Int]) -> Tensor)?
+    public private(set) var sample: Tensor
+    public private(set) var rng: RandomGenerator
+    var index = 0, last: Int, drawn = 0
+    let prepared = FrozenWeights()
+
+    init(unet: UNet2DModel, repaint: RePaintSchedule, original: Tensor, mask: Tensor, start: Tensor, classLabels: [Int]?,
+         guidanceScale: Float, rng: RandomGenerator, replay: ((Int, [Int]) -> Tensor)? = nil) {
+        self.unet = unet; self.repaint = repaint; self.original = original; self.mask = mask
+        self.classLabels = classLabels; self.guidanceScale = guidanceScale; self.replay = replay
+        sample = start; self.rng = rng; last = repaint.timesteps[0] + 1
     }
 
-    /// RePaint `batchSize` images at a time, with noise from `rng` (each batch's start, then every
-    /// draw in loop order). A mask of one image serves all; a mask per image is sliced with them.
+    mutating func draw() -> Tensor {
+        defer { drawn += 1 }
+        return replay?(drawn, sample.shape) ?? Tensor.randomNormal(sample.shape, using: &rng)
+    }
+
+    /// The iteration's index in the timestep list.
+    public mutating func next() -> Int? {
+        guard index < repaint.timesteps.count else { return nil }
+        let t = repaint.timesteps[index]
+        if t < last {
+            let (x, unet, labels, scale) = (sample, unet, classLabels, guidanceScale)
+            let output = withFrozenWeights(prepared) {
+                withoutGradients { guidedPrediction(unet, x, timestep: Float(t), classLabels: labels, guidanceScale: scale) }
+            }
+            sample = repaint.step(output, timestep: t, sample: sample, original: original, mask: mask, noise: draw())
+        } else {
+            let noises = (0..<repaint.stride).map { _ in draw() }
+            sample = repaint.undo(sample, timestep: last, noises: noises)
+        }
+        last = t
+        index += 1
+        return index - 1
+    }
+}
+
+extension Pipeline {
+    /// Inpaints `images` [N, C, H, W] in [-1, 1] where `mask` is 0 (1 keeps a pixel), by RePaint from
+    /// `start` noise. `noise(k, shape)` supplies the k-th noise the loop draws (one per denoising
+    /// step, `stride` per re-noising), so that a fixed sequence can be replayed; the batched
+    /// `inpaint(_:mask:with:batchSize:using:)` draws them from a generator.
+    public func inpaint(_ images: Tensor, mask: Tensor, with repaint: RePaintSchedule, start: Tensor, classLabels: [Int]? = nil,
+                        guidanceScale: Float = 1, noise: @escaping (Int, [Int]) -> Tensor, progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
+        var loop = RePainting(unet: unet, repaint: repaint, original: images, mask: mask, start: start, classLabels: classLabels,
+                              guidanceScale: guidanceScale, rng: RandomGenerator(seed: 0), replay: noise)
+        while let i = loop.next() { progress(i + 1, repaint.timesteps.count) }
+        return loop.sample
+    }
+
+    /// RePaint `batchSize` images at a time through the shared batch loop, with noise from `rng`
+    /// (each batch's start, then every draw in loop order). A mask of one image serves all; a mask
+    /// per image is sliced with them.
     public func inpaint(_ images: Tensor, mask: Tensor, with repaint: RePaintSchedule, classLabels: [Int]? = nil, guidanceScale: Float = 1,
                         batchSize: Int = 64, using rng: inout RandomGenerator, progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
-        let n = images.shape[0], iterations = repaint.timesteps.count
-        var generator = rng, parts: [Tensor] = []
-        defer { rng = generator }
-        for (k, b) in stride(from: 0, to: n, by: batchSize).enumerated() {
-            let range = b..<min(b + batchSize, n)
-            let start = Tensor.randomNormal(images.slice(range).shape, using: &generator)
-            parts.append(inpaint(images.slice(range), mask: mask.shape[0] == 1 ? mask : mask.slice(range), with: repaint, start: start,
-                                 classLabels: classLabels.map { Array($0[range]) }, guidanceScale: guidanceScale,
-                                 noise: { _, shape in Tensor.randomNormal(shape, using: &generator) },
-                                 progress: { done, _ in progress(k * iterations + done, iterations * ((n + batchSize - 1) / batchSize)) }))
-        }
+        var parts: [Tensor] = []
+        generateBatches(count: images.shape[0], calls: repaint.timesteps.count, batchSize: batchSize, using: &rng, loop: { range, rng in
+            let batch = images.slice(range)
+            let start = Tensor.randomNormal(batch.shape, using: &rng)
+            return RePainting(unet: unet, repaint: repaint, original: batch, mask: mask.shape[0] == 1 ? mask : mask.slice(range), start: start,
+                              classLabels: classLabels.map { Array($0[range]) }, guidanceScale: guidanceScale, rng: rng)
+        }, observe: { _, _ in }, progress: progress, deliver: { _, images in parts.append(images) })
         return Tensor.joined(parts)
     }
 }
