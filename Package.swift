@@ -3,6 +3,7 @@
 //
 // Modules, imports pointing down only:
 //   ddpm (CLI) -> Diffusion -> Layers, Datasets -> Tensors -> CKernels (and CPNG, CZlib, CSTB under Datasets)
+//   ddpm (CLI) -> Distributed -> CMPI (OpenMPI; only the command line spreads work over processes)
 // No build flags anywhere: a manifest with unsafeFlags cannot be used as a versioned dependency, so
 // speed comes from CKernels, whose kernels are compiled for several instruction sets and picked at
 // run time from the CPU.
@@ -31,8 +32,10 @@ let package = Package(
         .target(name: "Datasets", dependencies: ["Tensors", "CPNG", "CZlib", "CSTB"]),
         .target(name: "Layers", dependencies: ["Tensors"]),
         .target(name: "Diffusion", dependencies: ["Layers", "Datasets", "Tensors"]),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi", providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "Distributed", dependencies: ["CMPI"]),
         .executableTarget(name: "ddpm", dependencies: [
-            "Diffusion", "Datasets", "Layers", "Tensors",
+            "Diffusion", "Datasets", "Distributed", "Layers", "Tensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),

@@ -43,6 +43,18 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
 /// training example saves them), plus `training/` with what diffusers has no place for: the raw
 /// weights, the optimiser's moments, the step, the generator's state and the options. Resuming
 /// from it continues bit for bit as if the run had never stopped.
+/// How a training step is spread over processes, without this module knowing how they talk: this
+/// process is `rank` of `ranks` and computes that share of every batch; `sum` replaces a buffer
+/// on every process by its sum over them (MPI's all-reduce; nothing alone).
+public struct DataParallel {
+    public var rank = 0, ranks = 1
+    public var sum: (UnsafeMutablePointer<Float>, Int) -> Void = { _, _ in }
+    public init() {}
+    public init(rank: Int, ranks: Int, sum: @escaping (UnsafeMutablePointer<Float>, Int) -> Void) {
+        self.rank = rank; self.ranks = ranks; self.sum = sum
+    }
+}
+
 public final class Trainer {
     public let pipeline: Pipeline
     public var options: TrainingOptions
@@ -56,6 +68,10 @@ public final class Trainer {
     public private(set) var log: [(step: Int, loss: Float, learningRate: Float)] = []
 
     public var unet: UNet2DModel { pipeline.unet }
+    /// Data parallelism: one process alone unless the command line sets it.
+    public var parallel = DataParallel()
+    /// Seconds spent in the gradient sums over processes, and floats summed per step.
+    public private(set) var reduceSeconds = 0.0, reducedFloats = 0
     /// For a learned_range variance: the bound whose terms train it.
     let learnedVariance: VariationalBound?
 
@@ -97,15 +113,23 @@ public final class Trainer {
         let learningRate = warmupLearningRate(base: options.learningRate, step: step, warmup: options.warmup)
         optimizer.learningRate = learningRate
         unet.zeroGradients()
-        // the batch's draws are made above, whole; each micro-batch's mean loss is weighted by its
-        // share of the batch, so that the gradients it adds up to are the whole batch's
-        let slices = max(1, min(options.gradientAccumulationSteps ?? 1, batch))
+        // The batch's draws are made above, whole and alike on every process; this process takes
+        // its shard of the rows, in micro-batches, each mean loss weighted by its share of the
+        // batch, so that the gradients summed over micro-batches and processes are the whole
+        // batch's. Dropout masks (where the config has dropout) come from a generator of their own
+        // for each micro-batch, so that every process's main generator stays the same.
+        let shard = batch * parallel.rank / parallel.ranks ..< batch * (parallel.rank + 1) / parallel.ranks
+        let slices = max(1, min(options.gradientAccumulationSteps ?? 1, shard.count))
+        let dropoutSeed = unet.config.dropout > 0 ? rng.next() : 0
         var value: Float = 0
         for m in 0..<slices {
-            let rows = batch * m / slices ..< batch * (m + 1) / slices
-            func part(_ t: Tensor) -> Tensor { slices == 1 ? t : t.slice(rows) }
+            let rows = shard.lowerBound + shard.count * m / slices ..< shard.lowerBound + shard.count * (m + 1) / slices
+            func part(_ t: Tensor) -> Tensor { rows.count == batch ? t : t.slice(rows) }
             let xtm = part(xt), x0m = part(x0), tm = Array(timesteps[rows])
-            let output = unet.training(xtm, timesteps: tm.map(Float.init), classLabels: labels.map { Array($0[rows]) }, using: &rng)
+            var masks = RandomGenerator(seed: dropoutSeed &+ UInt64(parallel.rank * 1_000_003 + m))
+            let output = unet.config.dropout > 0
+                ? unet.training(xtm, timesteps: tm.map(Float.init), classLabels: labels.map { Array($0[rows]) }, using: &masks)
+                : unet.training(xtm, timesteps: tm.map(Float.init), classLabels: labels.map { Array($0[rows]) }, using: &rng)
             var loss: Tensor
             if let bound = learnedVariance {
                 // the hybrid loss of Nichol & Dhariwal: L_simple + lambda L_vlb, lambda = 0.001 (in the T / 1000 scale)
@@ -115,18 +139,44 @@ public final class Trainer {
             } else {
                 loss = diffusionLoss(prediction: output, target: part(target), weights: weights.map { Array($0[rows]) })
             }
-            if slices > 1 { loss = loss * (Float(rows.count) / Float(batch)) }
+            if rows.count < batch { loss = loss * (Float(rows.count) / Float(batch)) }
             let part = loss.item
-            guard part.isFinite else { return part }
             value += part
+            if parallel.ranks == 1 && !part.isFinite { return part }  // alone, stop at once; together, after the sum
             loss.backward()
         }
+        if parallel.ranks > 1 { value = allReduceGradients(loss: value) }
+        guard value.isFinite else { return value }
         clipGradientNorm(optimizer.parameters, maxNorm: options.gradientClip)
         optimizer.update()
         step += 1
         ema.update(step: step)
         log.append((step, value, learningRate))
         return value
+    }
+
+    /// Sums every parameter's gradient and the loss over the processes, in one buffer; returns the
+    /// batch's loss. Every process then holds the same gradients and takes the same step.
+    func allReduceGradients(loss: Float) -> Float {
+        let parameters = optimizer.parameters
+        let count = parameters.reduce(0) { $0 + $1.count }
+        let buffer = Storage(zeros: count + 1)
+        var offset = 0
+        for p in parameters {
+            if let g = p.gradient { (buffer.pointer + offset).update(from: g.pointer, count: p.count) }
+            offset += p.count
+        }
+        buffer.pointer[count] = loss
+        let began = Date()
+        parallel.sum(buffer.pointer, count + 1)
+        reduceSeconds += Date().timeIntervalSince(began)
+        reducedFloats = count + 1
+        offset = 0
+        for p in parameters {
+            if let g = p.gradient { g.pointer.update(from: buffer.pointer + offset, count: p.count) }
+            offset += p.count
+        }
+        return buffer.pointer[count]
     }
 
     /// One optimiser step on a batch from the data loader (its labels are used by a class-conditional model only).

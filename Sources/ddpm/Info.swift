@@ -1,4 +1,5 @@
 import ArgumentParser
+import Distributed
 import Foundation
 import Tensors
 
@@ -9,18 +10,28 @@ struct Info: ParsableCommand {
         discussion: """
             Kernels are compiled for AVX-512, AVX2 + FMA and portable C, and the best set the CPU runs is \
             picked at start; DDPM_KERNELS=portable|avx2|avx512 forces a lower one. OpenBLAS is loaded with \
-            OPENBLAS_CORETYPE set from the CPU's features unless you set it.
+            OPENBLAS_CORETYPE set from the CPU's features unless you set it. Under mpirun (mpirun -np K ddpm \
+            info) rank 0 also reports the job's processes and checks an all-reduce across them.
             """)
 
     @Flag(help: "Print one JSON line.") var json = false
 
-    func run() {
+    func run() throws {
+        let world = Communicator.world
+        // every rank adds rank + 1: the sum must be K (K + 1) / 2 on every rank
+        let sum = world.sum(Double(world.rank + 1)), expected = Double(world.size * (world.size + 1) / 2)
+        guard sum == expected else { world.abort("all-reduce gave \(sum), expected \(expected)") }
+        guard world.isRoot else { return }
         let machine = Machine.current
+        let processes = world.isDistributed
+            ? "processes: \(world.size) (MPI ranks; an all-reduce across them checked)" : "processes: 1 (no MPI: not started by mpirun)"
         if json {
-            print(machine.jsonFields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ").wrappedInBraces)
+            let fields = machine.jsonFields + [("processes", "\(world.size)")]
+            print(fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ").wrappedInBraces)
         } else {
             print(machine.summary)
             print("kernel sets this CPU runs: " + KernelSet.available.map(\.name).joined(separator: ", "))
+            print(processes)
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Diffusion
+import Distributed
 import Dispatch
 import Foundation
 import Layers
@@ -94,9 +95,22 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        // under mpirun: rank r of K trains on shard r of every batch; rank 0 alone writes. An error
+        // on any rank ends the whole job (MPI_Abort), where the others might wait for it forever.
+        let world = Communicator.world
+        do { try train(world) } catch {
+            if world.isDistributed { world.abort("\(error)") }
+            throw error
+        }
+    }
+
+    func train(_ world: Communicator) throws {
         let folder = URL(fileURLWithPath: output)
         signal(SIGXFSZ, SIG_IGN)  // a file-size limit fails the write (and the save says so) instead of killing the run
-        let lock = try FolderLock(folder)
+        if world.isDistributed && ProcessInfo.processInfo.environment["DDPM_THREADS"] == nil {
+            setenv("DDPM_THREADS", String(max(1, ProcessInfo.processInfo.activeProcessorCount / world.ranksOnThisHost)), 1)
+        }
+        let lock = world.isRoot ? try FolderLock(folder) : nil
         defer { withExtendedLifetime(lock) {} }
         let trainer: Trainer
         let dataset: ImageDataset
@@ -175,13 +189,21 @@ struct Train: ParsableCommand {
         guard dataset.count >= options.batchSize else {
             throw CommandError("\(dataset.source): \(dataset.count) images, fewer than one batch of \(options.batchSize)")
         }
+        guard options.batchSize % world.size == 0 else {
+            throw CommandError("batch \(options.batchSize) does not split into \(world.size) equal shards: choose a multiple of \(world.size)")
+        }
+        trainer.parallel = DataParallel(rank: world.rank, ranks: world.size, sum: world.sum)
         let sampler = BatchSampler(dataset: dataset, batchSize: options.batchSize, seed: options.seed, flip: options.flip)
         let batches = BatchPrefetcher(sampler, startingAt: trainer.step)
         let stop = StopFlag()
         stop.installForSIGINT()
 
-        FileHandle.standardError.write(Data(("training \(trainer.unet.parameterCount) parameters on \(dataset.count) images "
-            + "(\(dataset.source)), batch \(options.batchSize), steps \(trainer.step) -> \(options.steps)\n").utf8))
+        if world.isRoot {
+            FileHandle.standardError.write(Data(("training \(trainer.unet.parameterCount) parameters on \(dataset.count) images "
+                + "(\(dataset.source)), batch \(options.batchSize)"
+                + (world.isDistributed ? " over \(world.size) processes (\(options.batchSize / world.size) images each, \(kernelThreads) threads each)" : "")
+                + ", steps \(trainer.step) -> \(options.steps)\n").utf8))
+        }
         let start = Date(), startStep = trainer.step
         var lastReport = Date.distantPast
         while trainer.step < options.steps {
@@ -189,6 +211,18 @@ struct Train: ParsableCommand {
             guard loss.isFinite else {
                 throw CommandError("the loss became \(loss) at step \(trainer.step + 1); stopped without saving, the last checkpoint in \(output) is kept. "
                                    + "Try a lower --learning-rate.")
+            }
+            if world.isDistributed {
+                // every process must hold the same weights after every step, and stop at the same one
+                let checksum = trainer.unet.parameterTensors.reduce(0.0) { $0 + sumOfElements($1.pointer, count: $1.count) }
+                if world.maximum(checksum) != -world.maximum(-checksum) {
+                    world.abort("the processes' weights differ after step \(trainer.step) (checksum \(checksum))")
+                }
+                if world.maximum(stop.isSet ? 1 : 0) > 0 { stop.raise() }
+                guard world.isRoot else {
+                    if stop.isSet { return }
+                    continue
+                }
             }
             let done = trainer.step - startStep, elapsed = Date().timeIntervalSince(start)
             if Date().timeIntervalSince(lastReport) > 2 || trainer.step == options.steps {
@@ -211,6 +245,13 @@ struct Train: ParsableCommand {
                 FileHandle.standardError.write(Data("\ninterrupted: saved step \(trainer.step) in \(output); --resume continues\n".utf8))
                 return
             }
+        }
+        guard world.isRoot else { return }
+        if world.isDistributed {
+            let seconds = Date().timeIntervalSince(start), steps = max(1, trainer.step - startStep)
+            FileHandle.standardError.write(Data(String(format: "\nall-reduce: %.1f MB per step, %.1f ms a step, %.1f%% of the steps' time\n",
+                Double(trainer.reducedFloats) * 4e-6, trainer.reduceSeconds / Double(steps) * 1e3,
+                100 * trainer.reduceSeconds / max(seconds, 1e-9)).utf8))
         }
         let recent = trainer.log.suffix(100).map(\.loss)
         print(String(format: "\ntrained to step %d in %@; mean loss of the last %d steps %.4f; model in %@",
@@ -256,6 +297,8 @@ final class StopFlag: @unchecked Sendable {
     private var source: DispatchSourceSignal?
 
     var isSet: Bool { lock.lock(); defer { lock.unlock() }; return set }
+
+    func raise() { lock.lock(); set = true; lock.unlock() }
 
     func installForSIGINT() {
         signal(SIGINT, SIG_IGN)

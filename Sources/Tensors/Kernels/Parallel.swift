@@ -15,8 +15,10 @@ public struct SharedPointer<Element>: @unchecked Sendable {
     @inlinable public static func + (p: SharedPointer, offset: Int) -> UnsafeMutablePointer<Element> { p.base + offset }
 }
 
-/// How many chunks our own kernels split work into (BLAS threads itself separately).
-public let kernelThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+/// How many chunks our own kernels split work into: the cores, or `DDPM_THREADS` (each of K MPI
+/// ranks on a host takes cores / K). Read once, at first use.
+public let kernelThreads = max(1, ProcessInfo.processInfo.environment["DDPM_THREADS"].flatMap(Int.init)
+                                   ?? ProcessInfo.processInfo.activeProcessorCount)
 
 /// Runs `body` over `0..<count` split into contiguous chunks, one per core, when the work is big
 /// enough to pay for the dispatch (about 1-2 us a call here); otherwise inline. `cost` is the work
