@@ -110,7 +110,7 @@ import TestSupport
         let model = dir.appendingPathComponent("model")
         try FileManager.default.copyItem(at: tiny, to: model)
         let weights = model.appendingPathComponent("unet/diffusion_pytorch_model.safetensors")
-        var tensors = try Safetensors.read(weights).tensors
+        let tensors = try Safetensors.read(weights).tensors
         tensors["conv_in.weight"]!.pointer[3] = .infinity
         try Safetensors.write(tensors, to: weights)
         let r = try ddpm(["sample", "--model", model.path, "--count", "1", "--output", dir.appendingPathComponent("s.png").path])
