@@ -208,18 +208,33 @@ public final class Pipeline {
     /// and each finished batch goes to `deliver(its range, its images)` and is not kept, so any count
     /// fits in memory. The images equal `generate(from: Tensor.randomNormal(sampleShape(count:),
     /// using: &rng), ...)`: the noise is the same draws, and the schedulers' draws start after them.
+    ///
+    /// `share` (rank r of K) computes only batches b with b mod K = r, skipping the draws of the
+    /// others (their noise, and the scheduler's draws they would make), so that K processes
+    /// together make exactly the images one process makes; `deliver` sees this share's batches.
     public func generate(count: Int, with scheduler: any Scheduler, classLabels: [Int]? = nil, guidanceScale: Float = 1,
-                         batchSize: Int, using rng: inout RandomGenerator,
+                         batchSize: Int, share: (rank: Int, ranks: Int) = (0, 1), using rng: inout RandomGenerator,
                          observe: (Range<Int>, Denoising.Step) -> Void = { _, _ in }, progress: (Int, Int) -> Void = { _, _ in },
                          deliver: (Range<Int>, Tensor) throws -> Void) rethrows {
         var noise = NormalStream(rng)
         let perImage = sampleShape(count: 1).reduce(1, *)
         rng.skipNormals(count * perImage)
-        try generateBatches(count: count, calls: scheduler.timesteps.count, batchSize: batchSize, using: &rng, loop: { range, rng in
-            let start = scheduler.startingSample(Tensor(shape: sampleShape(count: range.count), noise.next(range.count * perImage)))
-            return denoise(from: start, at: 0, with: scheduler, classLabels: classLabels.map { Array($0[range]) },
+        let calls = scheduler.timesteps.count
+        let noisy = (0..<calls).filter { scheduler.needsNoise(index: $0) }.count
+        try generateBatches(count: count, calls: calls, batchSize: batchSize, using: &rng, loop: { range, rng in
+            // the batches of other shares before this one: their noise and their scheduler draws, skipped
+            var batch = range.lowerBound / batchSize
+            while batch % share.ranks != share.rank {
+                let skipped = batch * batchSize ..< min((batch + 1) * batchSize, count)
+                _ = noise.next(skipped.count * perImage)
+                for _ in 0..<noisy { rng.skipNormals(skipped.count * perImage) }
+                batch += 1
+            }
+            let own = batch * batchSize ..< min((batch + 1) * batchSize, count)
+            let start = scheduler.startingSample(Tensor(shape: sampleShape(count: own.count), noise.next(own.count * perImage)))
+            return denoise(from: start, at: 0, with: scheduler, classLabels: classLabels.map { Array($0[own]) },
                            guidanceScale: guidanceScale, using: rng)
-        }, observe: observe, progress: progress, deliver: deliver)
+        }, batches: { b in b % share.ranks == share.rank }, observe: observe, progress: progress, deliver: deliver)
     }
 
     /// The one batched loop that sampling, editing, inpainting and evaluation share: `count` images,
@@ -227,15 +242,20 @@ public final class Pipeline {
     /// RePaint's, which keeps its known pixels), which takes `calls` iterations and the generator
     /// where the batch before left it; `observe` and `progress` after each iteration, `deliver` each
     /// finished batch.
+    /// Only the batches `batches(b)` selects are run; `loop` is then handed the first batch of each
+    /// run of unselected ones before the batch it makes, to skip their draws.
     func generateBatches<Loop: DenoisingLoop>(count n: Int, calls: Int, batchSize: Int, using rng: inout RandomGenerator,
                                               loop makeLoop: (Range<Int>, inout RandomGenerator) -> Loop,
+                                              batches: (Int) -> Bool = { _ in true },
                                               observe: (Range<Int>, Loop.Step) -> Void, progress: (Int, Int) -> Void,
                                               deliver: (Range<Int>, Tensor) throws -> Void) rethrows {
-        let total = calls * ((n + batchSize - 1) / batchSize)
-        var done = 0
-        for b in stride(from: 0, to: n, by: batchSize) {
-            let range = b..<min(b + batchSize, n)
-            var loop = makeLoop(range, &rng)
+        let mine = (0..<((n + batchSize - 1) / batchSize)).filter(batches)
+        let total = calls * mine.count
+        var done = 0, next = 0
+        for b in mine {
+            let range = b * batchSize ..< min((b + 1) * batchSize, n)
+            var loop = makeLoop(next * batchSize ..< range.upperBound, &rng)
+            next = b + 1
             while let step = loop.next() {
                 done += 1
                 observe(range, step)

@@ -68,6 +68,17 @@ public final class Communicator: @unchecked Sendable {
         ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init) ?? size
     }
 
+    /// Sends `count` floats to rank `to`, labelled `tag`; returns when the buffer may be reused.
+    public func send(_ buffer: UnsafePointer<Float>, count: Int, to rank: Int, tag: Int) {
+        precondition(count <= Int(Int32.max), "one message holds at most 2^31 floats")
+        MPI_Send(buffer, Int32(count), ddpm_mpi_float(), Int32(rank), Int32(tag % 32_767), ddpm_mpi_world())
+    }
+
+    /// Receives `count` floats sent to this rank by rank `from` with `tag`.
+    public func receive(into buffer: UnsafeMutablePointer<Float>, count: Int, from rank: Int, tag: Int) {
+        MPI_Recv(buffer, Int32(count), ddpm_mpi_float(), Int32(rank), Int32(tag % 32_767), ddpm_mpi_world(), nil)
+    }
+
     /// Waits until every rank arrives.
     public func barrier() {
         if isDistributed { MPI_Barrier(ddpm_mpi_world()) }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Diffusion
+import Distributed
 import Foundation
 import Tensors
 
@@ -64,6 +65,15 @@ struct Sample: ParsableCommand {
     }
 
     func run() throws {
+        // under mpirun: rank r draws batches b with b mod K = r; rank 0 gathers them in order and writes
+        let world = processes()
+        do { try sample(world) } catch {
+            if world.isDistributed { world.abort("\(error)") }
+            throw error
+        }
+    }
+
+    func sample(_ world: Communicator) throws {
         let folder = try model.map { URL(fileURLWithPath: $0) } ?? BundledModel.folder()
         let pipeline = try Pipeline.load(folder)
         let kind = sampler ?? pipeline.defaultSampler
@@ -72,11 +82,14 @@ struct Sample: ParsableCommand {
 
         var rng = RandomGenerator(seed: seed)
         let given = try noise.map { try pipeline.noise(from: URL(fileURLWithPath: $0)) }
+        if world.isDistributed && given != nil {
+            throw ValidationError("--noise is not split over MPI ranks: run it without mpirun")
+        }
         let n = given?.shape[0] ?? count
         let url = URL(fileURLWithPath: output)
         // a .npy is written a batch at a time, so any count fits in memory; a grid needs every image
-        let writer = output.hasSuffix(".npy") ? try NPY.Writer(url, shape: pipeline.sampleShape(count: n)) : nil
-        if writer == nil && n > Self.gridLimit {
+        let writer = output.hasSuffix(".npy") && world.isRoot ? try NPY.Writer(url, shape: pipeline.sampleShape(count: n)) : nil
+        if !output.hasSuffix(".npy") && n > Self.gridLimit {
             throw ValidationError("--count \(n): a PNG grid of more than \(Self.gridLimit) images is not readable; write a .npy (streamed to disk)")
         }
         let labels = try classLabels(for: pipeline, count: n)
@@ -97,16 +110,35 @@ struct Sample: ParsableCommand {
         func progress(_ done: Int, _ total: Int) {
             bar.update(done, detail: String(format: "%.2f img/s", Double(n) * Double(done) / Double(total) / Date().timeIntervalSince(began)))
         }
-        func deliver(_ batch: Range<Int>, _ images: Tensor) throws {
+        func write(_ images: Tensor) throws {
             if let writer { try writer.append(images) } else { kept.append(images) }
+        }
+        // rank 0 writes batches in order, receiving the other ranks' as it reaches them
+        var written = 0
+        func gather(upTo batch: Int) throws {
+            while written < batch {
+                let shape = pipeline.sampleShape(count: min(batchSize, n - written * batchSize))
+                let images = Tensor(zeros: shape)
+                world.receive(into: images.pointer, count: images.count, from: written % world.size, tag: written)
+                try write(images)
+                written += 1
+            }
+        }
+        func deliver(_ batch: Range<Int>, _ images: Tensor) throws {
+            guard world.isRoot else { return world.send(images.pointer, count: images.count, to: 0, tag: batch.lowerBound / batchSize) }
+            try gather(upTo: batch.lowerBound / batchSize)
+            try write(images)
+            written += 1
         }
         if let given {
             try deliver(0..<n, pipeline.generate(from: given, with: scheduler, classLabels: labels, guidanceScale: guidanceScale,
                                                  batchSize: batchSize, using: &rng, observe: observe, progress: progress))
         } else {
             try pipeline.generate(count: n, with: scheduler, classLabels: labels, guidanceScale: guidanceScale, batchSize: batchSize,
-                                  using: &rng, observe: observe, progress: progress, deliver: deliver)
+                                  share: (world.rank, world.size), using: &rng, observe: observe, progress: progress, deliver: deliver)
         }
+        guard world.isRoot else { return }
+        try gather(upTo: (n + batchSize - 1) / batchSize)
         let seconds = Date().timeIntervalSince(began)
 
         if let writer { try writer.finish() } else { try grid(Tensor.joined(kept), labels: labels).writePNG(to: url) }

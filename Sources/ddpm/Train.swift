@@ -97,7 +97,7 @@ struct Train: ParsableCommand {
     func run() throws {
         // under mpirun: rank r of K trains on shard r of every batch; rank 0 alone writes. An error
         // on any rank ends the whole job (MPI_Abort), where the others might wait for it forever.
-        let world = Communicator.world
+        let world = processes()
         do { try train(world) } catch {
             if world.isDistributed { world.abort("\(error)") }
             throw error
@@ -107,9 +107,6 @@ struct Train: ParsableCommand {
     func train(_ world: Communicator) throws {
         let folder = URL(fileURLWithPath: output)
         signal(SIGXFSZ, SIG_IGN)  // a file-size limit fails the write (and the save says so) instead of killing the run
-        if world.isDistributed && ProcessInfo.processInfo.environment["DDPM_THREADS"] == nil {
-            setenv("DDPM_THREADS", String(max(1, ProcessInfo.processInfo.activeProcessorCount / world.ranksOnThisHost)), 1)
-        }
         let lock = world.isRoot ? try FolderLock(folder) : nil
         defer { withExtendedLifetime(lock) {} }
         let trainer: Trainer
