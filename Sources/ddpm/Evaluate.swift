@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Diffusion
+import Distributed
 import Foundation
 import Layers
 import Tensors
@@ -63,10 +64,21 @@ struct Evaluate: ParsableCommand {
     }
 
     func run() throws {
-        var report: [String] = []
-        if bpd { report.append(try bitsPerDimension()) }
-        if fd { report.append(try sampleQuality()) }
-        print(json ? "{" + report.joined(separator: ", ") + "}" : report.joined(separator: "\n"))
+        // under mpirun, --fd's samples are drawn by every rank (alternate batches) and measured on rank 0
+        let world = processes()
+        do {
+            if world.isDistributed && (bpd || samples != nil) {
+                throw ValidationError("under mpirun, evaluate splits --fd's sampling; --bpd and --samples run in one process")
+            }
+            var report: [String] = []
+            if bpd { report.append(try bitsPerDimension()) }
+            if fd { report.append(try sampleQuality(world)) }
+            guard world.isRoot else { return }
+            print(json ? "{" + report.joined(separator: ", ") + "}" : report.joined(separator: "\n"))
+        } catch {
+            if world.isDistributed { world.abort("\(error)") }
+            throw error
+        }
     }
 
     func bitsPerDimension() throws -> String {
@@ -110,7 +122,7 @@ struct Evaluate: ParsableCommand {
                       result.meanTerms[0], result.meanPrior, seconds)
     }
 
-    func sampleQuality() throws -> String {
+    func sampleQuality(_ world: Communicator) throws -> String {
         let classifierFolder = try classifier.map { URL(fileURLWithPath: $0) } ?? BundledModel.classifierFolder()
         let net = try ImageClassifier.load(classifierFolder)
         let (c, size) = (net.config.inChannels, net.config.sampleSize)
@@ -135,11 +147,17 @@ struct Evaluate: ParsableCommand {
             let stepCount = steps ?? kind.defaultSteps(pipeline.schedulerConfig.numTrainTimesteps)
             let labels = try Sample.classLabels(for: pipeline, count: shape[0], classLabel: classLabel, guidanceScale: guidanceScale)
             var rng = RandomGenerator(seed: seed)
-            let noise = Tensor.randomNormal(shape, using: &rng)
-            let bar = ProgressBar(total: scheduler.timesteps.count * ((shape[0] + batchSize - 1) / batchSize),
+            let bar = ProgressBar(total: scheduler.timesteps.count * ((shape[0] + batchSize - 1) / batchSize / world.size),
                                   label: "\(kind.rawValue) \(stepCount) steps")
-            generated = pipeline.generate(from: noise, with: scheduler, classLabels: labels, guidanceScale: guidanceScale,
-                                          batchSize: batchSize, using: &rng, progress: { done, _ in bar.update(done) })
+            // the same images as drawing all the noise first; over K ranks, rank 0 gathers them
+            var batches: [Tensor] = []
+            let gatherer = BatchGatherer(world, count: shape[0], batchSize: batchSize, shape: pipeline.sampleShape) { batches.append($0) }
+            try pipeline.generate(count: shape[0], with: scheduler, classLabels: labels, guidanceScale: guidanceScale, batchSize: batchSize,
+                                  share: (world.rank, world.size), using: &rng, progress: { done, _ in bar.update(done) },
+                                  deliver: gatherer.deliver)
+            try gatherer.finish()
+            guard world.isRoot else { return "" }
+            generated = Tensor.joined(batches)
             what = "\(shape[0]) samples of \(folder.path), \(kind.rawValue) \(stepCount) steps" + (karras == true ? " (Karras sigmas)" : "")
                 + (guidanceScale != 1 ? ", guidance \(guidanceScale)" : "")
         }

@@ -113,32 +113,18 @@ struct Sample: ParsableCommand {
         func write(_ images: Tensor) throws {
             if let writer { try writer.append(images) } else { kept.append(images) }
         }
-        // rank 0 writes batches in order, receiving the other ranks' as it reaches them
-        var written = 0
-        func gather(upTo batch: Int) throws {
-            while written < batch {
-                let shape = pipeline.sampleShape(count: min(batchSize, n - written * batchSize))
-                let images = Tensor(zeros: shape)
-                world.receive(into: images.pointer, count: images.count, from: written % world.size, tag: written)
-                try write(images)
-                written += 1
-            }
-        }
-        func deliver(_ batch: Range<Int>, _ images: Tensor) throws {
-            guard world.isRoot else { return world.send(images.pointer, count: images.count, to: 0, tag: batch.lowerBound / batchSize) }
-            try gather(upTo: batch.lowerBound / batchSize)
-            try write(images)
-            written += 1
-        }
         if let given {
-            try deliver(0..<n, pipeline.generate(from: given, with: scheduler, classLabels: labels, guidanceScale: guidanceScale,
-                                                 batchSize: batchSize, using: &rng, observe: observe, progress: progress))
+            try write(pipeline.generate(from: given, with: scheduler, classLabels: labels, guidanceScale: guidanceScale,
+                                        batchSize: batchSize, using: &rng, observe: observe, progress: progress))
         } else {
+            // rank 0 writes the batches in order, receiving the other ranks' as it reaches them
+            let gatherer = BatchGatherer(world, count: n, batchSize: batchSize, shape: pipeline.sampleShape, write: write)
             try pipeline.generate(count: n, with: scheduler, classLabels: labels, guidanceScale: guidanceScale, batchSize: batchSize,
-                                  share: (world.rank, world.size), using: &rng, observe: observe, progress: progress, deliver: deliver)
+                                  share: (world.rank, world.size), using: &rng, observe: observe, progress: progress,
+                                  deliver: gatherer.deliver)
+            try gatherer.finish()
         }
         guard world.isRoot else { return }
-        try gather(upTo: (n + batchSize - 1) / batchSize)
         let seconds = Date().timeIntervalSince(began)
 
         if let writer { try writer.finish() } else { try grid(Tensor.joined(kept), labels: labels).writePNG(to: url) }

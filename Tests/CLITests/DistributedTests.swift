@@ -96,6 +96,22 @@ import TestSupport
         #expect(refused.status != 0 && refused.err.contains("--noise is not split"), "\(refused.err)")
     }
 
+    /// `mpirun -np 2 ddpm evaluate --fd`: the ranks draw alternate batches, rank 0 measures them:
+    /// the same FD, KID, precision and recall as one process (DDPM's draws, an uneven last batch).
+    @Test func twoRanksEvaluateWhatOneProcessEvaluates() throws {
+        let arguments = ["evaluate", "--fd", "--data", "fashion-mnist", "--count", "40", "--sampler", "ddpm", "--steps", "3",
+                         "--batch-size", "16", "--json"]
+        let one = try ddpm(arguments), two = try mpirun(["-np", "2", ddpmBinary.path] + arguments)
+        #expect(one.status == 0 && two.status == 0, "\(one.err) \(two.err)")
+        func measures(_ json: String) -> [String] {
+            json.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.contains("seconds") }
+        }
+        let lines = two.out.split(separator: "\n").filter { $0.hasPrefix("{") }
+        #expect(lines.count == 1, "rank 0 alone prints: \(two.out)")
+        #expect(measures(String(lines.first ?? "")) == measures(one.out.trimmingCharacters(in: .whitespacesAndNewlines)),
+                "\(two.out) against \(one.out)")
+    }
+
     /// A data path missing on one rank, or a rank that dies, ends the whole job with an error, not a hang.
     @Test func aFailingRankEndsTheJob() throws {
         let dir = temporaryDirectory()
