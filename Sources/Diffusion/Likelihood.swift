@@ -175,12 +175,21 @@ extension Pipeline {
     /// from `rng` for every (image, t), `batch` timesteps of one image per U-Net call. A
     /// class-conditional model is scored with `labels` (p(x | y)), or the null label (p(x)) when
     /// nil. `progress(done)` is called after each image.
-    public func bitsPerDimension(_ images: Tensor, labels: [Int]? = nil, batch: Int = 64, using rng: inout RandomGenerator,
-                                 progress: (Int) -> Void = { _ in }) -> BitsPerDimension {
+    ///
+    /// `share` (rank r of K) scores only images i with i mod K = r, skipping the others' draws: its
+    /// `perImage` holds 0 for the others' images and its sums only its own, so that the sums over
+    /// the K shares (`merged`) are one process's result.
+    public func bitsPerDimension(_ images: Tensor, labels: [Int]? = nil, batch: Int = 64, share: (rank: Int, ranks: Int) = (0, 1),
+                                 using rng: inout RandomGenerator, progress: (Int) -> Void = { _ in }) -> BitsPerDimension {
         let bound = VariationalBound(config: schedulerConfig)
         let n = images.shape[0], shape = [1] + images.shape.dropFirst()
         var perImage: [Double] = [], sums = [Double](repeating: 0, count: bound.timesteps), prior = 0.0
         for i in 0..<n {
+            guard i % share.ranks == share.rank else {
+                for _ in 0..<bound.timesteps { rng.skipNormals(shape.reduce(1, *)) }
+                perImage.append(0)
+                continue
+            }
             let x0 = images.slice(i..<(i + 1))
             let label = labels?[i] ?? unet.config.nullClassLabel
             let (terms, p) = bound.terms(of: x0, unet: unet, classLabel: label, batch: batch) { _ in
@@ -192,5 +201,15 @@ extension Pipeline {
             progress(i + 1)
         }
         return BitsPerDimension(perImage: perImage, meanTerms: sums.map { $0 / Double(n) }, meanPrior: prior / Double(n))
+    }
+}
+
+extension BitsPerDimension {
+    /// Every number of this result as one vector (per image, the mean terms, the prior), and back:
+    /// the shares of `bitsPerDimension(share:)` add up, element by element, to the whole result.
+    public var packed: [Double] { perImage + meanTerms + [meanPrior] }
+
+    public init(packed: [Double], images n: Int) {
+        self.init(perImage: Array(packed[0..<n]), meanTerms: Array(packed[n..<(packed.count - 1)]), meanPrior: packed[packed.count - 1])
     }
 }

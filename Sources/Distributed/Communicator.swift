@@ -47,6 +47,16 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// The element-wise sum of `values` over the ranks, on every rank.
+    public func sum(_ values: [Double]) -> [Double] {
+        guard isDistributed else { return values }
+        var v = values
+        v.withUnsafeMutableBufferPointer { p in
+            _ = MPI_Allreduce(ddpm_mpi_in_place(), p.baseAddress, Int32(p.count), ddpm_mpi_double(), ddpm_mpi_sum(), ddpm_mpi_world())
+        }
+        return v
+    }
+
     /// The sum of `value` over the ranks, on every rank.
     public func sum(_ value: Double) -> Double {
         guard isDistributed else { return value }

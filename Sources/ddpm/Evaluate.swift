@@ -67,11 +67,11 @@ struct Evaluate: ParsableCommand {
         // under mpirun, --fd's samples are drawn by every rank (alternate batches) and measured on rank 0
         let world = processes()
         do {
-            if world.isDistributed && (bpd || samples != nil) {
-                throw ValidationError("under mpirun, evaluate splits --fd's sampling; --bpd and --samples run in one process")
+            if world.isDistributed && samples != nil {
+                throw ValidationError("under mpirun, evaluate splits --fd's sampling and --bpd's images; --samples runs in one process")
             }
             var report: [String] = []
-            if bpd { report.append(try bitsPerDimension()) }
+            if bpd { report.append(try bitsPerDimension(world)) }
             if fd { report.append(try sampleQuality(world)) }
             guard world.isRoot else { return }
             print(json ? "{" + report.joined(separator: ", ") + "}" : report.joined(separator: "\n"))
@@ -81,7 +81,7 @@ struct Evaluate: ParsableCommand {
         }
     }
 
-    func bitsPerDimension() throws -> String {
+    func bitsPerDimension(_ world: Communicator) throws -> String {
         let folder = try model.map { URL(fileURLWithPath: $0) } ?? BundledModel.folder()
         let pipeline = try Pipeline.load(folder)
         let c = pipeline.unet.config
@@ -99,11 +99,13 @@ struct Evaluate: ParsableCommand {
         var rng = RandomGenerator(seed: seed)
         let bar = ProgressBar(total: n, label: "bits/dim")
         let began = Date()
-        let result = pipeline.bitsPerDimension(images, labels: labels, batch: batchSize, using: &rng) { done in
+        // over K ranks each scores images i with i mod K = r, and the shares are summed
+        let share = pipeline.bitsPerDimension(images, labels: labels, batch: batchSize, share: (world.rank, world.size), using: &rng) { done in
             bar.update(done, detail: String(format: "%.1f s an image", Date().timeIntervalSince(began) / Double(done)))
         }
+        let result = world.isDistributed ? BitsPerDimension(packed: world.sum(share.packed), images: n) : share
         let seconds = Date().timeIntervalSince(began)
-        if let terms {
+        if let terms, world.isRoot {
             var csv = "t,bits_per_dim\n"
             for (t, v) in result.meanTerms.enumerated() { csv += "\(t),\(v)\n" }
             csv += "prior,\(result.meanPrior)\n"

@@ -96,11 +96,12 @@ import TestSupport
         #expect(refused.status != 0 && refused.err.contains("--noise is not split"), "\(refused.err)")
     }
 
-    /// `mpirun -np 2 ddpm evaluate --fd`: the ranks draw alternate batches, rank 0 measures them:
-    /// the same FD, KID, precision and recall as one process (DDPM's draws, an uneven last batch).
-    @Test func twoRanksEvaluateWhatOneProcessEvaluates() throws {
-        let arguments = ["evaluate", "--fd", "--data", "fashion-mnist", "--count", "40", "--sampler", "ddpm", "--steps", "3",
-                         "--batch-size", "16", "--json"]
+    /// `mpirun -np 2 ddpm evaluate`: for --fd the ranks draw alternate batches and rank 0 measures
+    /// them (DDPM's draws, an uneven last batch); for --bpd they score alternate images and the
+    /// shares are summed: the same figures as one process.
+    @Test(arguments: [["--fd", "--count", "40", "--sampler", "ddpm", "--steps", "3", "--batch-size", "16"], ["--bpd", "--count", "2"]])
+    func twoRanksEvaluateWhatOneProcessEvaluates(measure: [String]) throws {
+        let arguments = ["evaluate", "--data", "fashion-mnist", "--json"] + measure
         let one = try ddpm(arguments), two = try mpirun(["-np", "2", ddpmBinary.path] + arguments)
         #expect(one.status == 0 && two.status == 0, "\(one.err) \(two.err)")
         func measures(_ json: String) -> [String] {
