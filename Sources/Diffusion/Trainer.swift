@@ -126,10 +126,8 @@ public final class Trainer {
             let rows = shard.lowerBound + shard.count * m / slices ..< shard.lowerBound + shard.count * (m + 1) / slices
             func part(_ t: Tensor) -> Tensor { rows.count == batch ? t : t.slice(rows) }
             let xtm = part(xt), x0m = part(x0), tm = Array(timesteps[rows])
-            var masks = RandomGenerator(seed: dropoutSeed &+ UInt64(parallel.rank * 1_000_003 + m))
-            let output = unet.config.dropout > 0
-                ? unet.training(xtm, timesteps: tm.map(Float.init), classLabels: labels.map { Array($0[rows]) }, using: &masks)
-                : unet.training(xtm, timesteps: tm.map(Float.init), classLabels: labels.map { Array($0[rows]) }, using: &rng)
+            var masks = RandomGenerator(seed: dropoutSeed &+ UInt64(parallel.rank * 1_000_003 + m))  // unused without dropout
+            let output = unet.training(xtm, timesteps: tm.map(Float.init), classLabels: labels.map { Array($0[rows]) }, using: &masks)
             var loss: Tensor
             if let bound = learnedVariance {
                 // the hybrid loss of Nichol & Dhariwal: L_simple + lambda L_vlb, lambda = 0.001 (in the T / 1000 scale)
@@ -140,9 +138,9 @@ public final class Trainer {
                 loss = diffusionLoss(prediction: output, target: part(target), weights: weights.map { Array($0[rows]) })
             }
             if rows.count < batch { loss = loss * (Float(rows.count) / Float(batch)) }
-            let part = loss.item
-            value += part
-            if parallel.ranks == 1 && !part.isFinite { return part }  // alone, stop at once; together, after the sum
+            let share = loss.item
+            value += share
+            if parallel.ranks == 1 && !share.isFinite { return share }  // alone, stop at once; together, after the sum
             loss.backward()
         }
         if parallel.ranks > 1 { value = allReduceGradients(loss: value) }
