@@ -241,9 +241,9 @@ public final class Pipeline {
     /// `batchSize` at a time; `loop(range, &rng)` makes a batch's loop (a scheduler's `Denoising`, or
     /// RePaint's, which keeps its known pixels), which takes `calls` iterations and the generator
     /// where the batch before left it; `observe` and `progress` after each iteration, `deliver` each
-    /// finished batch.
-    /// Only the batches `batches(b)` selects are run; `loop` is then handed the first batch of each
-    /// run of unselected ones before the batch it makes, to skip their draws.
+    /// finished batch. Only the batches that `batches(b)` selects run (a rank's share); `loop` is
+    /// then handed a range that starts at the first unselected batch before the one it makes, so that
+    /// it can skip their draws.
     func generateBatches<Loop: DenoisingLoop>(count n: Int, calls: Int, batchSize: Int, using rng: inout RandomGenerator,
                                               loop makeLoop: (Range<Int>, inout RandomGenerator) -> Loop,
                                               batches: (Int) -> Bool = { _ in true },

@@ -89,11 +89,6 @@ public final class Communicator: @unchecked Sendable {
         MPI_Recv(buffer, Int32(count), ddpm_mpi_float(), Int32(rank), Int32(tag % 32_767), ddpm_mpi_world(), nil)
     }
 
-    /// Waits until every rank arrives.
-    public func barrier() {
-        if isDistributed { MPI_Barrier(ddpm_mpi_world()) }
-    }
-
     /// Ends the whole job: this rank prints why, and MPI stops the others.
     public func abort(_ message: String) -> Never {
         FileHandle.standardError.write(Data("rank \(rank) of \(size): \(message)\n".utf8))
