@@ -65,8 +65,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         // under mpirun, --fd's samples are drawn by every rank (alternate batches) and measured on rank 0
-        let world = processes()
-        do {
+        try onEveryRank { world in
             if world.isDistributed && samples != nil {
                 throw ValidationError("under mpirun, evaluate splits --fd's sampling and --bpd's images; --samples runs in one process")
             }
@@ -75,9 +74,6 @@ struct Evaluate: ParsableCommand {
             if fd { report.append(try sampleQuality(world)) }
             guard world.isRoot else { return }
             print(json ? "{" + report.joined(separator: ", ") + "}" : report.joined(separator: "\n"))
-        } catch {
-            if world.isDistributed { world.abort("\(error)") }
-            throw error
         }
     }
 

@@ -13,6 +13,16 @@ func processes() -> Communicator {
     return world
 }
 
+/// Runs a command's `body` on this rank of the job (`processes()`); an error on any rank of a
+/// distributed job ends the whole job (MPI_Abort), where the other ranks might wait for it forever.
+func onEveryRank(_ body: (Communicator) throws -> Void) throws {
+    let world = processes()
+    do { try body(world) } catch {
+        if world.isDistributed { world.abort("\(error)") }
+        throw error
+    }
+}
+
 /// The batches of `Pipeline.generate(count:share:)` from every rank, put back in order on rank 0:
 /// `deliver` is its `deliver` on every rank (rank 0 writes its own batches and receives the others'
 /// as it reaches them; the other ranks send theirs), `finish()` receives whatever follows rank 0's

@@ -66,11 +66,7 @@ struct Sample: ParsableCommand {
 
     func run() throws {
         // under mpirun: rank r draws batches b with b mod K = r; rank 0 gathers them in order and writes
-        let world = processes()
-        do { try sample(world) } catch {
-            if world.isDistributed { world.abort("\(error)") }
-            throw error
-        }
+        try onEveryRank(sample)
     }
 
     func sample(_ world: Communicator) throws {

@@ -95,13 +95,8 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        // under mpirun: rank r of K trains on shard r of every batch; rank 0 alone writes. An error
-        // on any rank ends the whole job (MPI_Abort), where the others might wait for it forever.
-        let world = processes()
-        do { try train(world) } catch {
-            if world.isDistributed { world.abort("\(error)") }
-            throw error
-        }
+        // under mpirun: rank r of K trains on shard r of every batch; rank 0 alone writes
+        try onEveryRank(train)
     }
 
     func train(_ world: Communicator) throws {
