@@ -185,7 +185,8 @@ struct Bench: ParsableCommand {
         if wanted(.attention) { benchAttention(peak: peak) }
     }
 
-    /// Attention at the presets' shapes: fmnist's 14x14 (8 heads of 8) and 7x7 (16 of 8), cifar10's 16x16 (1 of 256).
+    /// Attention at the presets' shapes: fmnist's 14x14 (8 heads of 8) and 7x7 (16 of 8), cifar10's 16x16 (1 of 256);
+    /// forward keeping the probabilities (training) and without (sampling).
     func benchAttention(peak: Double) {
         func report(_ name: String, seconds: Double, flops: Double, reference: Double?) {
             printRow(name, seconds: seconds, flops: flops, reference: reference, peak: peak)
@@ -199,6 +200,8 @@ struct Bench: ParsableCommand {
             let name = "attention b\(b) L=\(l) \(h)x\(d)"
             let tf = bestTime { attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: o.pointer, probabilities: p.pointer) }
             report(name + " fwd", seconds: tf, flops: g.flops, reference: nil)
+            let ti = bestTime { attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: o.pointer, probabilities: nil) }
+            report(name + " fwd, sampling", seconds: ti, flops: g.flops, reference: nil)
             let tb = bestTime {
                 attentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer, dout: o.pointer,
                                   dq: dq.pointer, dk: dk.pointer, dv: dv.pointer)

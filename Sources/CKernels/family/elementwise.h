@@ -30,19 +30,34 @@ static void K(silu_affine_backward)(const float *x, float scale, float shift, co
     }
 }
 
-static void K(softmax_row)(float *row, long n) {
+// row = exp(row - max(row)) in place; returns the row's sum. A row of at least one vector ends
+// with one more vector that overlaps the last whole one: its exponentials are taken before the
+// whole vectors are overwritten, and stored after them (the overlapping lanes get the same values
+// again); the sum counts only its lanes past the whole vectors. Shorter rows go lane by lane.
+static float K(exp_row)(float *row, long n) {
     float m = K(maximum)(row, n);
-    vf total = {0};
-    long i = 0;
-    for (; i + VL <= n; i += VL) {
+    if (n < VL) {
+        float s = 0;
+        for (long i = 0; i < n; i++) { row[i] = sexp(row[i] - m); s += row[i]; }
+        return s;
+    }
+    long whole = n / VL * VL;
+    vf tail = vexp(vload(row + n - VL) - m), fresh;
+    for (int lane = 0; lane < VL; lane++) fresh[lane] = lane >= VL - (n - whole) ? 1.0f : 0.0f;
+    vf total = tail * fresh;
+    for (long i = 0; i < whole; i += VL) {
         vf e = vexp(vload(row + i) - m);
         vstore(row + i, e);
         total += e;
     }
-    float s = vsum(total);
-    for (; i < n; i++) { row[i] = sexp(row[i] - m); s += row[i]; }
-    float inv = 1.0f / s;
-    for (i = 0; i + VL <= n; i += VL) vstore(row + i, vload(row + i) * inv);
+    vstore(row + n - VL, tail);
+    return vsum(total);
+}
+
+static void K(softmax_row)(float *row, long n) {
+    float inv = 1.0f / K(exp_row)(row, n);
+    long i = 0;
+    for (; i + VL <= n; i += VL) vstore(row + i, vload(row + i) * inv);
     for (; i < n; i++) row[i] *= inv;
 }
 

@@ -44,8 +44,10 @@ static float K(maximum)(const float *x, long n) {
     vf m = vsplat(-__builtin_inff());
     long i = 0;
     for (; i + VL <= n; i += VL) m = __builtin_elementwise_max(m, vload(x + i));
+    if (i < n && n >= VL) m = __builtin_elementwise_max(m, vload(x + n - VL));  // overlaps: max is idempotent
+    else
+        for (; i < n; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
     float s = -__builtin_inff();
     for (int k = 0; k < VL; k++) s = m[k] > s ? m[k] : s;
-    for (; i < n; i++) s = x[i] > s ? x[i] : s;
     return s;
 }

@@ -40,6 +40,7 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .attention_weighted_rows = K(attention_weighted_rows),
     .attention_outer_product_sum = K(attention_outer_product_sum),
     .softmax_row = K(softmax_row),
+    .exp_row = K(exp_row),
     .softmax_backward_row = K(softmax_backward_row),
     .silu_affine = K(silu_affine),
     .silu_affine_backward = K(silu_affine_backward),

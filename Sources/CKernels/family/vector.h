@@ -20,10 +20,14 @@ static inline vf vsplat(float s) {
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
+/// The lanes' sum by halving (upper half onto lower, log2 VL adds): a sum lane by lane would be one
+/// chain of VL dependent scalar adds, since the compiler may not reorder float additions.
 static inline float vsum(vf v) {
-    float s = 0;
-    for (int i = 0; i < VL; i++) s += v[i];
-    return s;
+    float t[VL];
+    memcpy(t, &v, sizeof t);
+    for (int w = VL / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; i++) t[i] += t[i + w];
+    return t[0];
 }
 
 /// exp(x) by range reduction and the exponent bit trick: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by

@@ -166,10 +166,17 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
                 let i1 = min(i + 1, l - 1), twin = i1 == i
                 let row0 = pp.map { $0 + (pair * l + i) * l } ?? scratch
                 let row1 = twin ? scratch + l : pp.map { $0 + (pair * l + i1) * l } ?? scratch + l
+                let out0 = po + outOff + i * w, out1 = twin ? dump : po + outOff + i1 * w
                 kernels.k.attention_score_rows(pq + off + i * s, pq + off + i1 * s, kt, l, d, row0, row1)
-                kernels.k.softmax_row(row0, l)
-                kernels.k.softmax_row(row1, l)
-                kernels.k.attention_weighted_rows(row0, row1, vt, l, d, po + outOff + i * w, twin ? dump : po + outOff + i1 * w)
+                if pp != nil {
+                    kernels.k.softmax_row(row0, l)
+                    kernels.k.softmax_row(row1, l)
+                    kernels.k.attention_weighted_rows(row0, row1, vt, l, d, out0, out1)
+                } else {  // nothing keeps the rows: divide the d outputs by the sums instead of the L scores
+                    let inv0 = 1 / kernels.k.exp_row(row0, l), inv1 = 1 / kernels.k.exp_row(row1, l)
+                    kernels.k.attention_weighted_rows(row0, row1, vt, l, d, out0, out1)
+                    for e in 0..<d { out0[e] *= inv0; out1[e] *= inv1 }
+                }
             }
         }
     }
