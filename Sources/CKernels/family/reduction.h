@@ -40,14 +40,21 @@ static float K(sum_squared_deviations)(const float *x, float m, long n) {
     return s;
 }
 
+// Four accumulators (a max's chain is as long as a sum's); a ragged end by one vector overlapping
+// the last whole one, since max is idempotent.
 static float K(maximum)(const float *x, long n) {
-    vf m = vsplat(-__builtin_inff());
+    if (n < VL) {
+        float s = -__builtin_inff();
+        for (long i = 0; i < n; i++) s = x[i] > s ? x[i] : s;
+        return s;
+    }
+    vf a = vload(x), b = a, c = a, d = a;
     long i = 0;
-    for (; i + VL <= n; i += VL) m = __builtin_elementwise_max(m, vload(x + i));
-    if (i < n && n >= VL) m = __builtin_elementwise_max(m, vload(x + n - VL));  // overlaps: max is idempotent
-    else
-        for (; i < n; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
-    float s = -__builtin_inff();
-    for (int k = 0; k < VL; k++) s = m[k] > s ? m[k] : s;
-    return s;
+    for (; i + 4 * VL <= n; i += 4 * VL) {
+        a = vmax(a, vload(x + i)); b = vmax(b, vload(x + i + VL));
+        c = vmax(c, vload(x + i + 2 * VL)); d = vmax(d, vload(x + i + 3 * VL));
+    }
+    for (; i + VL <= n; i += VL) a = vmax(a, vload(x + i));
+    if (i < n) b = vmax(b, vload(x + n - VL));
+    return vmaxlane(vmax(vmax(a, b), vmax(c, d)));
 }

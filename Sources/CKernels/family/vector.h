@@ -20,6 +20,13 @@ static inline vf vsplat(float s) {
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
+/// Lane by lane a > b ? a : b: one max instruction (x86's max returns its second operand for a
+/// NaN, as this does); `__builtin_elementwise_max` adds a compare and a blend for NaN's sake.
+static inline vf vmax(vf a, vf b) {
+    vi greater = a > b;
+    return (vf)(((vi)a & greater) | ((vi)b & ~greater));
+}
+
 /// The lanes' sum by halving (upper half onto lower, log2 VL adds): a sum lane by lane would be one
 /// chain of VL dependent scalar adds, since the compiler may not reorder float additions.
 static inline float vsum(vf v) {
@@ -33,6 +40,15 @@ static inline float vsum(vf v) {
 /// exp(x) by range reduction and the exponent bit trick: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by
 /// its Taylor polynomial to degree 6 (relative error about 1.5e-7), 2^n written into the exponent
 /// bits. n is rounded by adding 1.5 2^23, which leaves it in the low mantissa bits.
+/// The largest lane, by halving.
+static inline float vmaxlane(vf v) {
+    float t[VL];
+    memcpy(t, &v, sizeof t);
+    for (int w = VL / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; i++) t[i] = t[i] > t[i + w] ? t[i] : t[i + w];
+    return t[0];
+}
+
 static inline vf vexp(vf x) {
     x = __builtin_elementwise_min(__builtin_elementwise_max(x, vsplat(-87.0f)), vsplat(88.0f));
     vf shifted = x * 1.44269504f + 12582912.0f;
