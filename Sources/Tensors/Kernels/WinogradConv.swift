@@ -76,14 +76,9 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
             let nb = min(chunk, images.upperBound - n0), tiles = nb * perImage
             // channels last, bordered: padded[image][row][column][k]
             let p = padded.pointer
-            p.update(repeating: 0, count: nb * ph * pw * cp)
             for image in 0..<nb {
-                for k in 0..<c {
-                    let src = px + ((n0 + image) * c + k) * h * w, dst = p + (image * ph + 1) * pw * cp + cp + k
-                    for r in 0..<h {
-                        for col in 0..<w { dst[(r &* pw &+ col) &* cp] = src[r &* w &+ col] }
-                    }
-                }
+                channelsLastBordered(px + (n0 + image) * c * h * w, channels: c, height: h, width: w,
+                                     into: p + image * ph * pw * cp, rows: ph, columns: pw, paddedChannels: cp)
             }
             // V[xi][t][k] = (B^T d B)[xi] for the 4x4 block d under tile t
             let vplane = tiles * cp
@@ -96,6 +91,39 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
             // Y = A^T M A, a 2x2 block per tile, clipped at odd edges
             kernels.k.winograd_output(m.pointer, nb, th, tw, op, pb + n0 * biasStride, biasStride, o, h, w, accumulate ? 1 : 0,
                                       py + n0 * o * h * w)
+        }
+    }
+}
+
+/// One image [C, H, W] into [rows, columns, C8]: pixel (r, col) at (r + 1, col + 1), zero around
+/// it and in the padding channels. Eight channels at a time, so that each pixel's eight floats are
+/// written together while eight planes are read in order; only the border is cleared.
+@inline(__always)
+func channelsLastBordered(_ x: UnsafePointer<Float>, channels c: Int, height h: Int, width w: Int,
+                          into p: UnsafeMutablePointer<Float>, rows ph: Int, columns pw: Int, paddedChannels cp: Int) {
+    let line = pw * cp
+    p.update(repeating: 0, count: line)  // row 0
+    p.advanced(by: (h + 1) * line).update(repeating: 0, count: (ph - h - 1) * line)  // rows past the image
+    for r in 0..<h {
+        let row = p + (r + 1) * line
+        row.update(repeating: 0, count: cp)  // column 0
+        (row + (w + 1) * cp).update(repeating: 0, count: (pw - w - 1) * cp)  // columns past the image
+        if c < cp { for col in 0..<w { (row + (col + 1) * cp + c).update(repeating: 0, count: cp - c) } }
+        var k0 = 0
+        while k0 + 8 <= c {
+            let s = x + k0 * h * w + r * w, plane = h * w
+            var dst = row + cp + k0
+            for col in 0..<w {
+                dst[0] = s[col]; dst[1] = s[plane + col]; dst[2] = s[2 * plane + col]; dst[3] = s[3 * plane + col]
+                dst[4] = s[4 * plane + col]; dst[5] = s[5 * plane + col]; dst[6] = s[6 * plane + col]
+                dst[7] = s[7 * plane + col]
+                dst += cp
+            }
+            k0 += 8
+        }
+        for k in k0..<c {
+            let s = x + k * h * w + r * w
+            for col in 0..<w { row[(col + 1) * cp + k] = s[col] }
         }
     }
 }
