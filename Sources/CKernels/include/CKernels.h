@@ -90,6 +90,16 @@ const ddpm_kernel_set *_Nonnull const *_Nonnull ddpm_kernel_sets_available(int *
 /// Why the active set was chosen (the CPU's features, or DDPM_KERNELS).
 const char *_Nonnull ddpm_kernels_reason(void);
 
+// The kernels' thread pool (pool.c): workers that spin between the parallel loops of a pass.
+
+/// One index of a parallel loop.
+typedef void (*ddpm_job)(void *_Nullable context, long index);
+
+/// Runs job(context, i) for i < count on `threads` threads (the caller and threads - 1 workers,
+/// started at the first call) and returns 1; returns 0 without running anything when another
+/// loop holds the pool (a nested or concurrent call) or count is over 65535.
+int ddpm_parallel_run(int threads, long count, ddpm_job _Nonnull job, void *_Nullable context);
+
 // OpenBLAS, loaded at first use with dlopen after OPENBLAS_CORETYPE is set from the CPU's features
 // (unless the user set it): Debian's OpenBLAS 0.3.21 falls back to its oldest kernel on CPUs it
 // does not know (Emerald Rapids: Prescott, 5x slower sgemm), and the variable is read only when

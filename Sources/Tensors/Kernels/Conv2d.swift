@@ -121,7 +121,7 @@ struct ConvPlan {
     /// Runs body(worker) on each worker.
     func run(_ body: @Sendable (Int) -> Void) {
         if workers == 1 { return body(0) }
-        DispatchQueue.concurrentPerform(iterations: workers, execute: body)
+        parallelRun(workers, body)
     }
 
     /// The product for a worker's chunk: split across cores only when there is one worker.

@@ -211,7 +211,7 @@ func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
     let pparts = SharedPointer(partials.pointer)
     let (origin, stride, pitch, lanes) = (layout.origin, layout.stride, layout.pitch, layout.lanes)
     let vector = layout.vector, count = (g.height * pitch + vector - 1) / vector * vector
-    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+    parallelRun(workers) { worker in
         let dw = pparts + worker * wsize
         let acc = UnsafeMutablePointer<Float>.allocate(capacity: 12)
         defer { acc.deallocate() }

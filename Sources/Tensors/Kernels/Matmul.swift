@@ -27,7 +27,7 @@ public func parallelGemm(transposeA: Bool = false, transposeB: Bool = false, m: 
     }
     let pa = SharedPointer(a), pb = SharedPointer(b), pc = SharedPointer(c)
     let splitRows = m >= n
-    DispatchQueue.concurrentPerform(iterations: workers) { w in
+    parallelRun(workers) { w in
         if splitRows {
             let lo = m * w / workers, hi = m * (w + 1) / workers
             guard lo < hi else { return }

@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 import Foundation
 
@@ -30,8 +31,23 @@ public func parallelFor(_ count: Int, cost: Int = 1, _ body: @Sendable (Range<In
         body(0..<count)
         return
     }
-    DispatchQueue.concurrentPerform(iterations: chunks) { c in
+    parallelRun(chunks) { c in
         let lo = count * c / chunks, hi = count * (c + 1) / chunks
         if lo < hi { body(lo..<hi) }
     }
+}
+
+/// Runs body(i) for i in 0..<iterations on the kernels' threads: CKernels' pool, whose workers
+/// spin between loops (see pool.c), or, while another loop holds it (a nested or concurrent call),
+/// libdispatch's.
+public func parallelRun(_ iterations: Int, _ body: @Sendable (Int) -> Void) {
+    if iterations == 1 { return body(0) }
+    let ran = withoutActuallyEscaping(body) { body in
+        withUnsafePointer(to: body) { closure in
+            ddpm_parallel_run(Int32(kernelThreads), iterations, { context, index in
+                context!.assumingMemoryBound(to: (@Sendable (Int) -> Void).self).pointee(index)
+            }, UnsafeMutableRawPointer(mutating: closure))
+        }
+    }
+    if ran == 0 { DispatchQueue.concurrentPerform(iterations: iterations, execute: body) }
 }

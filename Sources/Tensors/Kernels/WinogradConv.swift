@@ -67,7 +67,7 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
         if let shift { for k in 0..<o { row[k] += shift[image * o + k] } }
     }
     let pb = SharedPointer(padBias.pointer), biasStride = shift == nil ? 0 : op
-    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+    parallelRun(workers) { worker in
         let images = n * worker / workers ..< n * (worker + 1) / workers
         let v = Storage(uninitializedCount: 16 * chunk * perImage * cp)
         let m = Storage(uninitializedCount: 16 * chunk * perImage * op)
