@@ -286,3 +286,40 @@ import TestSupport
 }
 
 import Foundation
+
+/// The thread pool: every index runs exactly once, whether loops come one after another (the
+/// workers catch them spinning, or asleep after a pause), nested in a loop's body, or from
+/// several threads at once (one holds the pool, the others go to libdispatch).
+@Suite struct ParallelTests {
+    final class Counts: @unchecked Sendable {
+        let count: Int, pointer: UnsafeMutablePointer<Int>
+        init(_ count: Int) {
+            self.count = count
+            pointer = .allocate(capacity: count)
+            pointer.initialize(repeating: 0, count: count)
+        }
+        deinit { pointer.deallocate() }
+        var all: [Int] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+    }
+
+    @Test func everyIndexRunsOnce() {
+        let rounds = 2000, counts = Counts(rounds * 8)
+        for round in 0..<rounds {
+            parallelRun(1 + round % 8) { i in counts.pointer[round * 8 + i] += 1 }
+            if round == rounds / 2 { usleep(300_000) }  // long enough for the workers to fall asleep
+        }
+        #expect(counts.all == (0..<rounds * 8).map { $0 % 8 <= $0 / 8 % 8 ? 1 : 0 })
+    }
+
+    @Test func nestedAndConcurrentLoopsComplete() {
+        let counts = Counts(16)
+        DispatchQueue.concurrentPerform(iterations: 4) { caller in
+            for _ in 0..<200 {
+                parallelRun(2) { outer in
+                    parallelRun(2) { inner in counts.pointer[caller * 4 + outer * 2 + inner] += 1 }
+                }
+            }
+        }
+        #expect(counts.all == Array(repeating: 200, count: 16))
+    }
+}
