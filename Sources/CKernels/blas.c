@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include "CKernels.h"
 
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
@@ -32,6 +33,14 @@ static void load(void) {
     const char *set = getenv("OPENBLAS_CORETYPE");
     if (set && *set) {
         core_reason = "set by OPENBLAS_CORETYPE";
+        // kept, but said: a machine image may set an older core than the CPU runs (Haswell on Zen 5
+        // halves sgemm's speed there)
+        static char reason[96];
+        const char *best = core_for_features();
+        if (best && strcasecmp(set, best) != 0) {
+            snprintf(reason, sizeof reason, "set by OPENBLAS_CORETYPE; this CPU's features would choose %s", best);
+            core_reason = reason;
+        }
     } else if (core_for_features()) {
         setenv("OPENBLAS_CORETYPE", core_for_features(), 1);
         core_reason = "chosen from the CPU's features";
