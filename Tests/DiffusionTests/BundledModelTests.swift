@@ -91,24 +91,26 @@ let fashionMNIST = URL(fileURLWithPath: ImageDataset.fashionMNISTFolder)
         #expect(pipeline.classNames == ClassLabels.fashionMNISTNames)
         let classifier = try ImageClassifier.load(bundledClassifier)
         let perClass = 20
+        /// For each class, the share of the images labelled with it that the classifier assigns to it.
+        func sharesInClass(_ images: Tensor, labels: [Int]) -> [Float] {
+            let drawn = guesses(withoutGradients { classifier(images).softmax() })
+            return (0..<k).map { c in
+                let rows = labels.indices.filter { labels[$0] == c }
+                return Float(rows.filter { drawn[$0].label == c }.count) / Float(rows.count)
+            }
+        }
         func shares(_ scale: Float) throws -> [Float] {
             var rng = RandomGenerator(seed: 1)
             let labels = (0..<(k * perClass)).map { $0 / perClass }
             var loop = pipeline.denoise(Tensor.randomNormal(pipeline.sampleShape(count: labels.count), using: &rng),
                                         with: try pipeline.scheduler(.ddim, steps: 20), classLabels: labels,
                                         guidanceScale: scale, using: rng)
-            let drawn = guesses(withoutGradients { classifier(loop.run()).softmax() })
-            return (0..<k).map { c in Float((0..<perClass).filter { drawn[c * perClass + $0].label == c }.count) / Float(perClass) }
+            return sharesInClass(loop.run(), labels: labels)
         }
         let sweep = ProcessInfo.processInfo.environment["DDPM_GUIDANCE_SWEEP"]?.split(separator: ",").compactMap { Float($0) } ?? []
         if !sweep.isEmpty {
             let test = try ImageDataset.load("fashion-mnist", channels: 1, size: 28, split: .test)
-            let truth = test.labels!.values
-            let drawn = guesses(withoutGradients { classifier(test.images(0..<test.count)).softmax() })
-            let real = (0..<k).map { c in
-                let rows = truth.indices.filter { truth[$0] == c }
-                return Float(rows.filter { drawn[$0].label == c }.count) / Float(rows.count)
-            }
+            let real = sharesInClass(test.images(0..<test.count), labels: test.labels!.values)
             print("the classifier's per-class accuracy on the \(test.count) test images: \(real)")
         }
         var results: [Float: [Float]] = [:]
