@@ -47,6 +47,8 @@ struct Evaluate: ParsableCommand {
     @Option(help: "--fd: sampler, ddpm, ddim, dpm++, euler, euler-a or heun. Default: the folder's scheduler class.")
     var sampler: Pipeline.SamplerKind?
     @Option(help: "--fd: inference steps. Default: all for ddpm, 50 for ddim, 25 for the others.") var steps: Int?
+    @Flag(inversion: .prefixedNo, help: "--fd: clip x_0 to [-1, 1] (ddpm, ddim, heun). Default: the folder's clip_sample.")
+    var clipSample: Bool?
     @Flag(inversion: .prefixedNo, help: "--fd: Karras et al.'s sigmas (dpm++, euler, heun). Default: the folder's.") var karras: Bool?
     @Option(help: "--fd: DDIM's eta.") var eta: Float = 0
     @Option(name: .customLong("class"), help: "--fd, class-conditional models: a class name, an index, all or none (default all).")
@@ -141,8 +143,9 @@ struct Evaluate: ParsableCommand {
                                    + "\(classifierFolder.path) takes \(c)x\(size)x\(size)")
             }
             let kind = sampler ?? pipeline.defaultSampler
-            let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, karras: karras)
+            let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, karras: karras, clipSample: clipSample)
             let stepCount = steps ?? kind.defaultSteps(pipeline.schedulerConfig.numTrainTimesteps)
+            if world.isRoot { Sample.warnIfClipping(kind, clipSample ?? pipeline.schedulerConfig.clipSample, guidanceScale: guidanceScale) }
             let labels = try Sample.classLabels(for: pipeline, count: shape[0], classLabel: classLabel, guidanceScale: guidanceScale)
             var rng = RandomGenerator(seed: seed)
             let bar = ProgressBar(total: scheduler.timesteps.count * ((shape[0] + batchSize - 1) / batchSize / world.size),

@@ -75,6 +75,7 @@ struct Sample: ParsableCommand {
         let kind = sampler ?? pipeline.defaultSampler
         let scheduler = try pipeline.scheduler(kind, steps: steps, eta: eta, spacing: timestepSpacing, karras: karras, clipSample: clipSample)
         let stepCount = steps ?? kind.defaultSteps(pipeline.schedulerConfig.numTrainTimesteps)
+        if world.isRoot { Self.warnIfClipping(kind, clipSample ?? pipeline.schedulerConfig.clipSample, guidanceScale: guidanceScale) }
 
         var rng = RandomGenerator(seed: seed)
         let given = try noise.map { try pipeline.noise(from: URL(fileURLWithPath: $0)) }
@@ -133,6 +134,14 @@ struct Sample: ParsableCommand {
     /// when not given); nil for an unconditional model, which refuses --class and guidance.
     func classLabels(for pipeline: Pipeline, count n: Int) throws -> [Int]? {
         try Self.classLabels(for: pipeline, count: n, classLabel: classLabel, guidanceScale: guidanceScale)
+    }
+
+    /// DDIM clips x_0 but takes its next step with the guided eps unclipped (as diffusers does): the
+    /// stronger the guidance, the further the two disagree, and samples become saturated blobs.
+    static func warnIfClipping(_ kind: Pipeline.SamplerKind, _ clip: Bool, guidanceScale: Float) {
+        guard kind == .ddim, clip, guidanceScale > 1 else { return }
+        FileHandle.standardError.write(Data(("warning: guidance with DDIM's x_0 clipping saturates samples (the folder's clip_sample is on); "
+                                             + "pass --no-clip-sample\n").utf8))
     }
 
     static func classLabels(for pipeline: Pipeline, count n: Int, classLabel: String?, guidanceScale: Float) throws -> [Int]? {

@@ -149,6 +149,9 @@ struct Train: ParsableCommand {
                 schedulerConfig.betaSchedule = betaSchedule
                 if preset == .cifar10 { schedulerConfig.varianceType = .fixedLarge }
             }
+            // a model meant to be guided: DDIM clips x_0 but keeps the guided eps (as diffusers does), and
+            // that mismatch turns guided samples into saturated blobs (README, "Guidance and clipping")
+            if unetConfig.isClassConditional { schedulerConfig.clipSample = false }
             if learnVariance {
                 guard predictionType == .epsilon else { throw ValidationError("--learn-variance trains epsilon prediction") }
                 unetConfig.outChannels = 2 * unetConfig.inChannels
