@@ -30,7 +30,7 @@ fuzz: setup
 
 # the main job: 16 garments from the bundled Fashion-MNIST model, and their noise-to-image strip
 sample: build
-	$(DDPM) sample --sampler ddim --steps 50 --count 16 --output samples.png --progression progression.png
+	$(DDPM) sample --sampler ddim --steps 50 --count 60 --guidance-scale 3 --output samples.png --progression progression.png
 
 demo: build
 	$(DDPM) demo
