@@ -28,7 +28,7 @@ FUZZ_SECONDS ?= 60
 fuzz: setup
 	scripts/fuzz $(FUZZ_SECONDS)
 
-# the main job: 16 garments from the bundled Fashion-MNIST model, and their noise-to-image strip
+# the main job: six garments of each class from the bundled Fashion-MNIST model (guidance 3), and a noise-to-image strip
 sample: build
 	$(DDPM) sample --sampler ddim --steps 50 --count 60 --guidance-scale 3 --output samples.png --progression progression.png
 

@@ -140,8 +140,7 @@ struct Sample: ParsableCommand {
     /// stronger the guidance, the further the two disagree, and samples become saturated blobs.
     static func warnIfClipping(_ kind: Pipeline.SamplerKind, _ clip: Bool, guidanceScale: Float) {
         guard kind == .ddim, clip, guidanceScale > 1 else { return }
-        FileHandle.standardError.write(Data(("warning: guidance with DDIM's x_0 clipping saturates samples (the folder's clip_sample is on); "
-                                             + "pass --no-clip-sample\n").utf8))
+        FileHandle.standardError.write(Data("warning: guidance with DDIM's x_0 clipping saturates samples; pass --no-clip-sample\n".utf8))
     }
 
     static func classLabels(for pipeline: Pipeline, count n: Int, classLabel: String?, guidanceScale: Float) throws -> [Int]? {
