@@ -85,7 +85,7 @@ import TestSupport
     @Test func frozenWeightsAreReused() {
         let g = ConvGeometry(batch: 2, channels: 64, height: 6, width: 6, outChannels: 64, kernel: 3, stride: 1, padding: 1)
         let x = randomTensor([2, 64, 6, 6], seed: 18), w = randomTensor([64, 64, 3, 3], seed: 19)
-        for algorithm in [ConvAlgorithm.direct, .winograd] {
+        for algorithm in [ConvAlgorithm.direct, .winograd, .winograd4x4] {
             func run() -> Tensor {
                 let y = Tensor(zeros: [2, 64, 6, 6])
                 conv2dForward(g, x: x.pointer, weight: w.pointer, bias: nil, y: y.pointer, algorithm: algorithm)

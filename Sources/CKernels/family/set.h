@@ -9,6 +9,7 @@
 #include "elementwise.h"
 #include "conv.h"
 #include "winograd.h"
+#include "gemm.h"
 #include "attention.h"
 
 static float K(fma_loop)(long iterations) {
@@ -34,8 +35,12 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .conv3x3_tile = K(conv3x3_tile),
     .conv3x3_interleaved_tile = K(conv3x3_interleaved_tile),
     .conv3x3_correlate = K(conv3x3_correlate),
+    .channels_last_bordered = K(channels_last_bordered),
     .winograd_input = K(winograd_input),
     .winograd_output = K(winograd_output),
+    .winograd4_input = K(winograd4_input),
+    .winograd4_output = K(winograd4_output),
+    .small_gemm = K(small_gemm),
     .attention_score_rows = K(attention_score_rows),
     .attention_weighted_rows = K(attention_weighted_rows),
     .attention_outer_product_sum = K(attention_outer_product_sum),

@@ -7,6 +7,7 @@
 typedef float vf __attribute__((vector_size(VL * 4)));
 typedef int32_t vi __attribute__((vector_size(VL * 4)));
 typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
 
 static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
@@ -19,6 +20,8 @@ static inline vf vsplat(float s) {
 }
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+static inline v4 load4(const float *p) { v4 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store4(float *p, v4 v) { memcpy(p, &v, sizeof v); }
 
 /// Lane by lane a > b ? a : b: one max instruction (x86's max returns its second operand for a
 /// NaN, as this does); `__builtin_elementwise_max` adds a compare and a blend for NaN's sake.
@@ -37,9 +40,6 @@ static inline float vsum(vf v) {
     return t[0];
 }
 
-/// exp(x) by range reduction and the exponent bit trick: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by
-/// its Taylor polynomial to degree 6 (relative error about 1.5e-7), 2^n written into the exponent
-/// bits. n is rounded by adding 1.5 2^23, which leaves it in the low mantissa bits.
 /// The largest lane, by halving.
 static inline float vmaxlane(vf v) {
     float t[VL];
@@ -49,6 +49,9 @@ static inline float vmaxlane(vf v) {
     return t[0];
 }
 
+/// exp(x) by range reduction and the exponent bit trick: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by
+/// its Taylor polynomial to degree 6 (relative error about 1.5e-7), 2^n written into the exponent
+/// bits. n is rounded by adding 1.5 2^23, which leaves it in the low mantissa bits.
 static inline vf vexp(vf x) {
     x = __builtin_elementwise_min(__builtin_elementwise_max(x, vsplat(-87.0f)), vsplat(88.0f));
     vf shifted = x * 1.44269504f + 12582912.0f;

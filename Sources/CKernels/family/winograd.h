@@ -1,3 +1,52 @@
+// The 8x8 block of floats in r[0..7] (rows) transposed in place, by three rounds of shuffles.
+static inline void K(transpose8)(v8 r[8]) {
+    v8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; j++) {
+            u[i + 2 * j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + 2 * j + 1] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int j = 0; j < 4; j++) {
+        r[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        r[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+// One image [c, h, w] into p [ph, pw, cp]: pixel (r, col) at (r + 1, col + 1), zero around it and
+// in the padding channels. Blocks of 8 channels x 8 columns go through one transpose.
+static void K(channels_last_bordered)(const float *x, long c, long h, long w, float *p, long ph, long pw, long cp) {
+    long line = pw * cp;
+    memset(p, 0, line * sizeof(float));
+    memset(p + (h + 1) * line, 0, (ph - h - 1) * line * sizeof(float));
+    for (long r = 0; r < h; r++) {
+        float *row = p + (r + 1) * line;
+        memset(row, 0, cp * sizeof(float));
+        memset(row + (w + 1) * cp, 0, (pw - w - 1) * cp * sizeof(float));
+        long k0 = 0;
+        for (; k0 + 8 <= c; k0 += 8) {
+            const float *s = x + (k0 * h + r) * w;
+            long col = 0;
+            for (; col + 8 <= w; col += 8) {
+                v8 block[8];
+                for (int k = 0; k < 8; k++) block[k] = load8(s + k * h * w + col);
+                K(transpose8)(block);
+                for (int j = 0; j < 8; j++) store8(row + (col + 1 + j) * cp + k0, block[j]);
+            }
+            for (; col < w; col++)
+                for (int k = 0; k < 8; k++) row[(col + 1) * cp + k0 + k] = s[k * h * w + col];
+        }
+        for (long col = 0; col < w; col++) {
+            float *q = row + (col + 1) * cp;
+            for (long k = k0; k < c; k++) q[k] = x[(k * h + r) * w + col];
+            for (long k = c; k < cp; k++) q[k] = 0;
+        }
+    }
+}
+
 // Winograd F(2x2, 3x3) input and output transforms, 8 channels per vector (the products between
 // them are sgemms): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
 
@@ -60,6 +109,102 @@ static void K(winograd_output)(const float *m, long images, long th, long tw, lo
                             out[0] = y00[lane];
                             if (right) out[1] = y01[lane];
                             if (below) { out[w] = y10[lane]; if (right) out[w + 1] = y11[lane]; }
+                        }
+                    }
+                }
+            }
+}
+
+// Winograd F(4x4, 3x3) on the points 0, 1, -1, 2, -2 and infinity (Lavin and Gray 2016):
+//   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1],
+//   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+// Both transforms go in two passes, columns then rows, through a 6x6 block of vectors on the stack.
+
+// t = B^T applied to six vectors (a column or a row of the block).
+static inline void K(winograd4_bt)(const v8 d[6], v8 t[6]) {
+    v8 a = d[4] - d[2], b = d[3] - d[1];
+    t[0] = 4.0f * (d[0] - d[2]) + a;  // 4 d0 - 5 d2 + d4
+    t[1] = a - 4.0f * (d[1] + d[2]) + d[3] + d[2];  // -4 d1 - 4 d2 + d3 + d4
+    t[2] = a + 4.0f * (d[1] - d[2]) - d[3] + d[2];  // 4 d1 - 4 d2 - d3 + d4
+    t[3] = a + 2.0f * b;  // -2 d1 - d2 + 2 d3 + d4
+    t[4] = a - 2.0f * b;  // 2 d1 - d2 - 2 d3 + d4
+    t[5] = 4.0f * (d[1] - d[3]) + d[5] - d[3];  // 4 d1 - 5 d3 + d5
+}
+
+static void K(winograd4_input)(const float *p, long images, long th, long tw, long ph, long pw, long cp, float *v) {
+    long vplane = images * th * tw * cp;
+    for (long image = 0; image < images; image++)
+        for (long ty = 0; ty < th; ty++)
+            for (long tx = 0; tx < tw; tx++) {
+                long t = (image * th + ty) * tw + tx;
+                const float *d = p + ((image * ph + 4 * ty) * pw + 4 * tx) * cp;
+                float *q = v + t * cp;
+                for (long k = 0; k < cp; k += 8) {
+                    v8 block[6][6], column[6], out[6];
+                    for (int col = 0; col < 6; col++) {  // B^T d, a column at a time: block[row][col]
+                        for (int r = 0; r < 6; r++) column[r] = load8(d + (r * pw + col) * cp + k);
+                        K(winograd4_bt)(column, out);
+                        for (int r = 0; r < 6; r++) block[r][col] = out[r];
+                    }
+                    for (int r = 0; r < 6; r++) {  // then each row times B
+                        K(winograd4_bt)(block[r], out);
+                        for (int col = 0; col < 6; col++) store8(q + (6 * r + col) * vplane + k, out[col]);
+                    }
+                }
+            }
+}
+
+// y = A^T applied to six vectors.
+static inline void K(winograd4_at)(const v8 m[6], v8 y[4]) {
+    v8 s = m[1] + m[2], d = m[1] - m[2], s2 = m[3] + m[4], d2 = m[3] - m[4];
+    y[0] = m[0] + s + s2;
+    y[1] = d + 2.0f * d2;
+    y[2] = s + 4.0f * s2;
+    y[3] = d + 8.0f * d2 + m[5];
+}
+
+static void K(winograd4_output)(const float *m, long images, long th, long tw, long op, const float *bias,
+                                long bias_stride, long o, long h, long w, int accumulate, float *y) {
+    long mplane = images * th * tw * op;
+    for (long image = 0; image < images; image++)
+        for (long ty = 0; ty < th; ty++)
+            for (long tx = 0; tx < tw; tx++) {
+                long t = (image * th + ty) * tw + tx, yy = 4 * ty, xx = 4 * tx;
+                const float *s = m + t * op;
+                long rows = h - yy < 4 ? h - yy : 4, columns = w - xx < 4 ? w - xx : 4;
+                for (long k = 0; k < op; k += 8) {
+                    v8 block[4][6], column[6], out[4], b = load8(bias + image * bias_stride + k);
+                    for (int col = 0; col < 6; col++) {  // A^T M, a column at a time
+                        for (int r = 0; r < 6; r++) column[r] = load8(s + (6 * r + col) * mplane + k);
+                        K(winograd4_at)(column, out);
+                        for (int r = 0; r < 4; r++) block[r][col] = out[r];
+                    }
+                    long lanes = o - k < 8 ? o - k : 8;
+                    if (rows == 4 && columns == 4 && lanes == 8) {
+                        // two rows at a time: their 8 vectors transposed give each channel's 2 x 4 outputs
+                        for (int r = 0; r < 4; r += 2) {
+                            v8 pair[8];
+                            K(winograd4_at)(block[r], pair);
+                            K(winograd4_at)(block[r + 1], pair + 4);
+                            for (int c = 0; c < 8; c++) pair[c] += b;
+                            K(transpose8)(pair);
+                            for (int lane = 0; lane < 8; lane++) {
+                                float *row = y + ((image * o + k + lane) * h + yy + r) * w + xx;
+                                v4 top = __builtin_shufflevector(pair[lane], pair[lane], 0, 1, 2, 3);
+                                v4 bottom = __builtin_shufflevector(pair[lane], pair[lane], 4, 5, 6, 7);
+                                if (accumulate) { top += load4(row); bottom += load4(row + w); }
+                                store4(row, top);
+                                store4(row + w, bottom);
+                            }
+                        }
+                        continue;
+                    }
+                    for (long r = 0; r < rows; r++) {  // then each row times A, plus the bias
+                        K(winograd4_at)(block[r], out);
+                        for (int c = 0; c < 4; c++) out[c] += b;
+                        for (long lane = 0; lane < lanes; lane++) {
+                            float *row = y + ((image * o + k + lane) * h + yy + r) * w + xx;
+                            for (long c = 0; c < columns; c++) row[c] = accumulate ? row[c] + out[c][lane] : out[c][lane];
                         }
                     }
                 }

@@ -41,6 +41,11 @@ typedef struct ddpm_kernel_set {
                                        long planes, long stride, float *_Nonnull acc);
 
     // Winograd F(2x2, 3x3) transforms (Tensors/Kernels/WinogradConv.swift), 8 channels per step.
+    /// One image [c, h, w] into [ph, pw, cp], channels last, one zero row and column before it,
+    /// zero after it and in the padding channels.
+    void (*_Nonnull channels_last_bordered)(const float *_Nonnull x, long channels, long height, long width,
+                                            float *_Nonnull padded, long padded_height, long padded_width,
+                                            long channels8);
     /// v[xi][t][k] = (B^T d B)[xi] for every 4x4 block d of the channels-last padded images.
     void (*_Nonnull winograd_input)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,
                                     long padded_height, long padded_width, long channels8, float *_Nonnull v);
@@ -49,6 +54,16 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull winograd_output)(const float *_Nonnull m, long images, long tiles_y, long tiles_x, long out8,
                                      const float *_Nonnull bias8, long bias_stride, long out_channels, long height, long width,
                                      int accumulate, float *_Nonnull y);
+    // The same for F(4x4, 3x3): 6x6 blocks, 36 planes of v and m, 4x4 outputs per tile.
+    void (*_Nonnull winograd4_input)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,
+                                     long padded_height, long padded_width, long channels8, float *_Nonnull v);
+    void (*_Nonnull winograd4_output)(const float *_Nonnull m, long images, long tiles_y, long tiles_x, long out8,
+                                      const float *_Nonnull bias8, long bias_stride, long out_channels, long height,
+                                      long width, int accumulate, float *_Nonnull y);
+    /// c = a b for a [m, k], b [k, n], c [m, n], row-major with leading dimensions, n a multiple of 8
+    /// (Winograd's products; family/gemm.h).
+    void (*_Nonnull small_gemm)(long m, long n, long k, const float *_Nonnull a, long lda, const float *_Nonnull b,
+                                long ldb, float *_Nonnull c, long ldc);
 
     // Small-head attention (Tensors/Kernels/Attention.swift).
     /// rowN[j] = sum_e qN[e] kt[e l + j], j < l.

@@ -133,22 +133,26 @@ struct ConvPlan {
     }
 }
 
-/// The three ways a convolution is computed: im2col + sgemm (any geometry), or, for 3x3, stride 1,
-/// padding 1, directly on bordered planes (DirectConv.swift) or by Winograd's F(2x2, 3x3)
-/// (WinogradConv.swift).
+/// The ways a convolution is computed: im2col + sgemm (any geometry), or, for 3x3, stride 1,
+/// padding 1, directly on bordered planes (DirectConv.swift) or by Winograd's F(2x2, 3x3) or
+/// F(4x4, 3x3) (WinogradConv.swift).
 public enum ConvAlgorithm: String, Sendable, CaseIterable {
-    case columns, direct, winograd
+    case columns, direct, winograd, winograd4x4
 
-    /// Whichever measured faster (`ddpm bench --ops`, best of 4 alternating runs). The direct
+    /// Whichever measured faster (`ddpm bench --ops`, best of several alternating runs). The direct
     /// kernel wins by 10-60% over im2col at 14x14 and 28x28, most at few channels; at 7x7, with 8
     /// images side by side in each vector, by 20% forward and 7% backward (below 7 pixels, untried).
-    /// Winograd beats direct from 64 channels in and out: 128 -> 128 at 14x14 by 1.27x forward and
-    /// 1.08x backward (dW is direct in both), 64 -> 64 at 28x28 by 1.24x and 1.08x, 64 -> 64 at
-    /// 14x14 by 1.14x forward, 128 -> 128 at 7x7 by 1.06x forward; at 32 channels it loses by 10%.
+    /// F(4x4) beats direct from 32 channels in and out where the side is at least 8 (Zen 3, batch
+    /// 64, forward): 32 -> 32 at 28x28 by 1.5x, 64 -> 64 at 28x28 by 2.2x, 128 -> 128 at 14x14 by
+    /// 1.5x, 64 -> 64 at 14x14 by 1.13x, and ties backward (dW is direct in both). At 7x7 the
+    /// ragged tiles waste 31% of its products and F(2x2) goes from 64 channels (1.06-1.08x).
     /// Winograd splits the batch across cores by images, so a batch smaller than the cores goes direct.
     public static func best(for g: ConvGeometry) -> ConvAlgorithm {
         guard isDirectConv(g) && g.width >= 7 else { return .columns }
-        return min(g.channels, g.outChannels) >= 64 && g.batch >= kernelThreads ? .winograd : .direct
+        let channels = min(g.channels, g.outChannels)
+        guard g.batch >= kernelThreads else { return .direct }
+        if channels >= 32 && min(g.height, g.width) >= 8 { return .winograd4x4 }
+        return channels >= 64 ? .winograd : .direct
     }
 }
 
@@ -162,7 +166,11 @@ public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
     case .direct:
         directConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
     case .winograd:
-        winogradConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
+        winogradConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, tile: .f2,
+                              kernels: kernels)
+    case .winograd4x4:
+        winogradConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, tile: .f4,
+                              kernels: kernels)
     case .columns:
         columnsConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y)
     }
@@ -175,7 +183,10 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
                            algorithm: ConvAlgorithm? = nil, kernels: KernelSet = .active) {
     switch algorithm ?? .best(for: g) {
     case .direct: directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, kernels: kernels)
-    case .winograd: winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, kernels: kernels)
+    case .winograd:
+        winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, tile: .f2, kernels: kernels)
+    case .winograd4x4:
+        winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, tile: .f4, kernels: kernels)
     case .columns: columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     }
 }

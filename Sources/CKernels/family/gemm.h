@@ -1,0 +1,64 @@
+// Small products C [m, n] = A [m, k] B [k, n] (row-major, n a multiple of 8): Winograd's transformed
+// tiles times its transformed kernels, where k and n are channel counts (up to a few hundred) and m
+// is a few thousand tiles. B fits in L2 and A's rows are read in order, so nothing is packed and C
+// is written once, without the beta pass of a general sgemm. Register tile: 6 rows x 2 vectors
+// (12 accumulators, 2 loads of B and a broadcast of A per step: 15 of AVX2's 16 registers), then
+// 8 columns at a time for the rest of n.
+
+// rows x (2 vectors) of C from the same rows of A; `rows` is a constant where this is inlined.
+static inline __attribute__((always_inline)) void K(gemm_tile)(const float *a, long lda, const float *b, long ldb,
+                                                               long k, float *c, long ldc, const int rows) {
+    vf acc[6][2] = {{{0}}};
+    for (long e = 0; e < k; e++) {
+        vf b0 = vload(b + e * ldb), b1 = vload(b + e * ldb + VL);
+        for (int r = 0; r < rows; r++) {
+            vf s = vsplat(a[r * lda + e]);
+            acc[r][0] = s * b0 + acc[r][0];
+            acc[r][1] = s * b1 + acc[r][1];
+        }
+    }
+    for (int r = 0; r < rows; r++) { vstore(c + r * ldc, acc[r][0]); vstore(c + r * ldc + VL, acc[r][1]); }
+}
+
+// The same for 8 columns.
+static inline __attribute__((always_inline)) void K(gemm_tile8)(const float *a, long lda, const float *b, long ldb,
+                                                                long k, float *c, long ldc, const int rows) {
+    v8 acc[6] = {{0}};
+    for (long e = 0; e < k; e++) {
+        v8 b0 = load8(b + e * ldb);
+        for (int r = 0; r < rows; r++) acc[r] = a[r * lda + e] * b0 + acc[r];
+    }
+    for (int r = 0; r < rows; r++) store8(c + r * ldc, acc[r]);
+}
+
+// Column blocks outside, row blocks inside: a block's k x 2 vectors of B stay in L1 while A streams.
+static void K(small_gemm)(long m, long n, long k, const float *a, long lda, const float *b, long ldb, float *c,
+                          long ldc) {
+    long wide = n / (2 * VL) * (2 * VL);
+    for (long j = 0; j < n; j += j < wide ? 2 * VL : 8) {
+        for (long i = 0; i < m; i += 6) {
+            long rows = m - i < 6 ? m - i : 6;
+            const float *ai = a + i * lda;
+            float *ci = c + i * ldc + j;
+            if (j < wide) {
+                switch (rows) {
+                case 6: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 6); break;
+                case 5: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 5); break;
+                case 4: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 4); break;
+                case 3: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 3); break;
+                case 2: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 2); break;
+                default: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 1); break;
+                }
+            } else {
+                switch (rows) {
+                case 6: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 6); break;
+                case 5: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 5); break;
+                case 4: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 4); break;
+                case 3: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 3); break;
+                case 2: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 2); break;
+                default: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 1); break;
+                }
+            }
+        }
+    }
+}
