@@ -18,6 +18,22 @@ import TestSupport
         #expect(maxAbsDifference(fast, slow) < 1e-4)
     }
 
+    /// Winograd's small products (every kernel set) against the naive sgemm: row counts that leave
+    /// each partial row block (1-5 of 6), and column counts that leave an 8-column tail after the
+    /// 2-vector blocks of each set; leading dimensions wider than the operands.
+    @Test(arguments: [(13, 8, 5), (6, 24, 32), (11, 40, 17), (4, 72, 64), (1, 16, 3), (20, 136, 9)])
+    func smallGemmMatchesNaive(m: Int, n: Int, k: Int) {
+        let (lda, ldb, ldc) = (k + 3, n + 8, n + 16)
+        let a = randomTensor([m, lda], seed: 4), b = randomTensor([k, ldb], seed: 5)
+        let expected = Tensor(zeros: [m, ldc])
+        gemmNaive(m: m, n: n, k: k, a: a.pointer, lda: lda, b: b.pointer, ldb: ldb, c: expected.pointer, ldc: ldc)
+        for kernels in KernelSet.available {
+            let c = Tensor(zeros: [m, ldc])
+            kernels.k.small_gemm(m, n, k, a.pointer, lda, b.pointer, ldb, c.pointer, ldc)
+            #expect(maxAbsDifference(c, expected) < 1e-4, "\(kernels)")
+        }
+    }
+
     typealias GemmFunction = (Bool, Bool, Int, Int, Int, Float, UnsafePointer<Float>, Int, UnsafePointer<Float>, Int,
                               Float, UnsafeMutablePointer<Float>, Int) -> Void
 

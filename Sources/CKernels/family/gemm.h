@@ -31,33 +31,29 @@ static inline __attribute__((always_inline)) void K(gemm_tile8)(const float *a, 
     for (int r = 0; r < rows; r++) store8(c + r * ldc, acc[r]);
 }
 
+// A block of `rows` rows at column j: 2 vectors wide, or 8 columns past the last whole pair.
+static inline __attribute__((always_inline)) void K(gemm_block)(const float *a, long lda, const float *b, long ldb,
+                                                                long k, float *c, long ldc, int pair, const int rows) {
+    if (pair) K(gemm_tile)(a, lda, b, ldb, k, c, ldc, rows);
+    else K(gemm_tile8)(a, lda, b, ldb, k, c, ldc, rows);
+}
+
 // Column blocks outside, row blocks inside: a block's k x 2 vectors of B stay in L1 while A streams.
 static void K(small_gemm)(long m, long n, long k, const float *a, long lda, const float *b, long ldb, float *c,
                           long ldc) {
     long wide = n / (2 * VL) * (2 * VL);
     for (long j = 0; j < n; j += j < wide ? 2 * VL : 8) {
+        int pair = j < wide;
         for (long i = 0; i < m; i += 6) {
-            long rows = m - i < 6 ? m - i : 6;
             const float *ai = a + i * lda;
             float *ci = c + i * ldc + j;
-            if (j < wide) {
-                switch (rows) {
-                case 6: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 6); break;
-                case 5: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 5); break;
-                case 4: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 4); break;
-                case 3: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 3); break;
-                case 2: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 2); break;
-                default: K(gemm_tile)(ai, lda, b + j, ldb, k, ci, ldc, 1); break;
-                }
-            } else {
-                switch (rows) {
-                case 6: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 6); break;
-                case 5: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 5); break;
-                case 4: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 4); break;
-                case 3: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 3); break;
-                case 2: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 2); break;
-                default: K(gemm_tile8)(ai, lda, b + j, ldb, k, ci, ldc, 1); break;
-                }
+            switch (m - i < 6 ? m - i : 6) {  // a constant row count in each inlined copy
+            case 6: K(gemm_block)(ai, lda, b + j, ldb, k, ci, ldc, pair, 6); break;
+            case 5: K(gemm_block)(ai, lda, b + j, ldb, k, ci, ldc, pair, 5); break;
+            case 4: K(gemm_block)(ai, lda, b + j, ldb, k, ci, ldc, pair, 4); break;
+            case 3: K(gemm_block)(ai, lda, b + j, ldb, k, ci, ldc, pair, 3); break;
+            case 2: K(gemm_block)(ai, lda, b + j, ldb, k, ci, ldc, pair, 2); break;
+            default: K(gemm_block)(ai, lda, b + j, ldb, k, ci, ldc, pair, 1); break;
             }
         }
     }

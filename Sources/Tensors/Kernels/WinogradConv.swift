@@ -80,8 +80,9 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
     let (cp, op) = (vectorPadded(c), vectorPadded(o))
     let ph = m * th + 2, pw = m * tw + 2  // the padded image: one zero row and column before, the rest after
     let workers = min(kernelThreads, n)
-    // images per chunk: their transformed tiles (V, and M alike) in 512 KB, so that they stay in a
-    // core's L2 from the transform to the products and back (4 MB was 1.1-1.5x slower on Zen 3)
+    // Images per chunk: their transformed tiles (V, and M alike) in 512 KB, so that they stay in a
+    // core's L2 from the transform to the products and back (4 MB chunks, in L3, were 1.1-1.5x
+    // slower on Zen 3; at least as many tiles as channels, for the transformed kernel's sake, 7%).
     let chunk = max(1, min((n + workers - 1) / workers, (1 << 17) / (planes * max(cp, op) * perImage)))
     let px = SharedPointer(x), py = SharedPointer(y), pu = SharedPointer(u.pointer)
     // bias + shift per image (one row for all without a shift), zero past O so that 8 channels load at a time
