@@ -157,6 +157,9 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
         if channels >= 32 && tilesPerCore >= 4 * max(g.channels, g.outChannels) { return .winograd4x4 }
         return channels >= 64 ? .winograd : .direct
     }
+
+    /// The tile of the two Winograd algorithms.
+    var winogradTile: WinogradTile { self == .winograd4x4 ? .f4 : .f2 }
 }
 
 /// y = conv(x, weight) + bias + shift, or y += that when `accumulate`, with the bias [O] and the
@@ -165,15 +168,13 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
 public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>? = nil, accumulate: Bool = false,
                           y: UnsafeMutablePointer<Float>, algorithm: ConvAlgorithm? = nil, kernels: KernelSet = .active) {
-    switch algorithm ?? .best(for: g) {
+    let chosen = algorithm ?? .best(for: g)
+    switch chosen {
     case .direct:
         directConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
-    case .winograd:
-        winogradConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, tile: .f2,
-                              kernels: kernels)
-    case .winograd4x4:
-        winogradConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y, tile: .f4,
-                              kernels: kernels)
+    case .winograd, .winograd4x4:
+        winogradConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y,
+                              tile: chosen.winogradTile, kernels: kernels)
     case .columns:
         columnsConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y)
     }
@@ -184,12 +185,12 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
                            dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                            dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
                            algorithm: ConvAlgorithm? = nil, kernels: KernelSet = .active) {
-    switch algorithm ?? .best(for: g) {
+    let chosen = algorithm ?? .best(for: g)
+    switch chosen {
     case .direct: directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, kernels: kernels)
-    case .winograd:
-        winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, tile: .f2, kernels: kernels)
-    case .winograd4x4:
-        winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, tile: .f4, kernels: kernels)
+    case .winograd, .winograd4x4:
+        winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias,
+                               tile: chosen.winogradTile, kernels: kernels)
     case .columns: columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     }
 }

@@ -11,7 +11,7 @@ import Dispatch
 /// matrix product, M[xi] = V[xi] [tiles, C] x U[xi] [C, O], so the bulk of the work is 16 (m = 2)
 /// or 36 (m = 4) sgemms: 2.25x and 4x fewer multiply-adds than the direct kernel. The transforms
 /// cost a few adds per value and move (m + 2)^2 / m^2 times the input through memory, so this pays
-/// from 64 channels on. F(4x4) rounds a little more (its points reach 2 and its A^T 8) and wastes
+/// from 32 channels (F(4x4)) or 64 (F(2x2)) on (`ConvAlgorithm.best`). F(4x4) rounds a little more (its points reach 2 and its A^T 8) and wastes
 /// the ragged tiles of a side that is not a multiple of 4.
 ///
 /// The backward data pass is the same convolution of dy with the kernel flipped and its channel
@@ -27,12 +27,12 @@ enum WinogradTile: Sendable {
     /// Inputs per tile side (m + 2), and the transformed tile's side.
     var side: Int { outputs + 2 }
 
-    /// G, side x 3: the kernel's transform.
-    var g: [[Double]] {
+    /// G, side rows of 3: the kernel's transform.
+    var g: [SIMD3<Float>] {
         switch self {
-        case .f2: [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
-        case .f4: [[1.0 / 4, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
-                   [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]]
+        case .f2: [SIMD3(1, 0, 0), SIMD3(0.5, 0.5, 0.5), SIMD3(0.5, -0.5, 0.5), SIMD3(0, 0, 1)]
+        case .f4: [SIMD3(1.0 / 4, 0, 0), SIMD3(-1.0 / 6, -1.0 / 6, -1.0 / 6), SIMD3(-1.0 / 6, 1.0 / 6, -1.0 / 6),
+                   SIMD3(1.0 / 24, 1.0 / 12, 1.0 / 6), SIMD3(1.0 / 24, -1.0 / 12, 1.0 / 6), SIMD3(0, 0, 1)]
         }
     }
 }
@@ -46,10 +46,10 @@ func vectorPadded(_ n: Int) -> Int { (n + 7) / 8 * 8 }
 /// `flipped` transforms the kernel of the backward data pass instead, which reads O channels and
 /// writes C: [side^2, O8, C8] from w[o, c, 2 - i, 2 - j].
 func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int, flipped: Bool,
-                     tile: WinogradTile = .f2) -> Storage {
+                     tile: WinogradTile) -> Storage {
     let (inputs, outputs) = flipped ? (o, c) : (c, o)
     let (ip, op) = (vectorPadded(inputs), vectorPadded(outputs))
-    let side = tile.side, g = tile.g.map { SIMD3(Float($0[0]), Float($0[1]), Float($0[2])) }
+    let side = tile.side, g = tile.g
     let u = Storage(zeros: side * side * ip * op)
     let pu = u.pointer, plane = ip * op
     for a in 0..<inputs {
@@ -82,7 +82,8 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
     let workers = min(kernelThreads, n)
     // Images per chunk: their transformed tiles (V, and M alike) in 512 KB, so that they stay in a
     // core's L2 from the transform to the products and back (4 MB chunks, in L3, were 1.1-1.5x
-    // slower on Zen 3; at least as many tiles as channels, for the transformed kernel's sake, 7%).
+    // slower on Zen 3; a floor of as many tiles as channels, so that each transformed kernel read
+    // serves more tiles, made the fmnist forward 7% slower).
     let chunk = max(1, min((n + workers - 1) / workers, (1 << 17) / (planes * max(cp, op) * perImage)))
     let px = SharedPointer(x), py = SharedPointer(y), pu = SharedPointer(u.pointer)
     // bias + shift per image (one row for all without a shift), zero past O so that 8 channels load at a time
