@@ -150,6 +150,12 @@ import TestSupport
             conv2dNaive(g, x: x.pointer, weight: unit.pointer, bias: nil, y: response.pointer)
             #expect(abs(Double(dw.pointer[k]) - dot(response, dy)) < 1e-3 * (1 + abs(Double(dw.pointer[k]))))
         }
+        // and the whole of dW against im2col's (BLAS in float)
+        let dwColumns = Tensor(zeros: weight.shape)
+        conv2dBackward(g, x: x.pointer, weight: weight.pointer, dy: dy.pointer, dx: nil, dweight: dwColumns.pointer,
+                       dbias: nil, algorithm: .columns, kernels: kernels)
+        let scale = (0..<dw.count).reduce(Float(0)) { max($0, abs(dwColumns.pointer[$1])) }
+        #expect(maxAbsDifference(dw, dwColumns) < 1e-4 * scale, "\(kernels)")
         var sumDy: Float = 0
         for image in 0..<n { for i in 0..<h * w { sumDy += dy.pointer[(image * o + o - 1) * h * w + i] } }
         #expect(abs(db.pointer[o - 1] - sumDy) < 1e-2)

@@ -60,6 +60,12 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull winograd4_output)(const float *_Nonnull m, long images, long tiles_y, long tiles_x, long out8,
                                       const float *_Nonnull bias8, long bias_stride, long out_channels, long height,
                                       long width, int accumulate, float *_Nonnull y);
+    /// For the weight gradient, the adjoint of the output transforms: v[xi][t][k] = (A dY A^T)[xi] for
+    /// every 2x2 (F(2x2)) or 4x4 (F(4x4)) block dY of the channels-last padded dy, zero past the image.
+    void (*_Nonnull winograd_output_adjoint)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,
+                                             long padded_height, long padded_width, long channels8, float *_Nonnull v);
+    void (*_Nonnull winograd4_output_adjoint)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,
+                                              long padded_height, long padded_width, long channels8, float *_Nonnull v);
     /// c = a b for a [m, k], b [k, n], c [m, n], row-major with leading dimensions, n a multiple of 8
     /// (Winograd's products; family/gemm.h).
     void (*_Nonnull small_gemm)(long m, long n, long k, const float *_Nonnull a, long lda, const float *_Nonnull b,

@@ -177,27 +177,30 @@ func directConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Uns
                    outPlanes: g.outChannels, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
 }
 
+/// dbias[o] += the sum of dy's plane o over the batch.
+func biasGradient(_ g: ConvGeometry, dy: UnsafePointer<Float>, dbias: UnsafeMutablePointer<Float>, kernels: KernelSet) {
+    let pdb = SharedPointer(dbias), pdy = SharedPointer(dy), (n, o, pixels) = (g.batch, g.outChannels, g.outPixels)
+    parallelFor(o, cost: n * pixels) { channels in
+        for k in channels {
+            for image in 0..<n { pdb[k] += kernels.k.sum(pdy + (image * o + k) * pixels, pixels) }
+        }
+    }
+}
+
 /// Adds dL/dx (when dx is non-nil), dL/dweight and dL/dbias, for `isDirectConv` geometries.
 func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                           dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
                           kernels: KernelSet = .active) {
     let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch, kernels: kernels)
-    let (n, c, o) = (g.batch, g.channels, g.outChannels)
+    let (c, o) = (g.channels, g.outChannels)
     let dyPlanes = layout.border(dy, channels: o)
     if let dx {
         let packed = packWeights(weight, outChannels: o, channels: c, flipped: true)
         convolvePlanes(layout, planes: dyPlanes, channels: o, packed: packed,
                        outPlanes: c, bias: nil, accumulate: true, y: dx, kernels: kernels)
     }
-    if let dbias {
-        let pdb = SharedPointer(dbias), pdy = SharedPointer(dy), pixels = g.outPixels
-        parallelFor(o, cost: n * pixels) { channels in
-            for k in channels {
-                for image in 0..<n { pdb[k] += kernels.k.sum(pdy + (image * o + k) * pixels, pixels) }
-            }
-        }
-    }
+    if let dbias { biasGradient(g, dy: dy, dbias: dbias, kernels: kernels) }
     guard let dweight else { return }
     // Workers own disjoint groups of images and sum dW [O rounded to 4, C, 3, 3] privately.
     // Bordered dy is zero wherever it is not a pixel, so the dot products run over whole rows of q;

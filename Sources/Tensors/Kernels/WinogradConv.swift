@@ -15,7 +15,8 @@ import Dispatch
 /// the ragged tiles of a side that is not a multiple of 4.
 ///
 /// The backward data pass is the same convolution of dy with the kernel flipped and its channel
-/// axes swapped (`winogradWeights(flipped: true)`); dW stays with the direct kernel.
+/// axes swapped (`winogradWeights(flipped: true)`); dW is the forward pass's adjoint
+/// (`winogradWeightGradient`).
 enum WinogradTile: Sendable {
     /// F(2x2, 3x3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
     case f2
@@ -135,7 +136,7 @@ func winogradConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
                    x: x, u: u, tile: tile, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
 }
 
-/// Adds dL/dx by Winograd, and dL/dweight and dL/dbias by the direct kernel.
+/// Adds dL/dx, dL/dweight and dL/dbias (each when non-nil), the first two by Winograd.
 func winogradConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                             dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                             dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
@@ -145,7 +146,67 @@ func winogradConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: 
         winogradConv2d(batch: g.batch, channels: g.outChannels, height: g.height, width: g.width, outChannels: g.channels,
                        x: dy, u: u, tile: tile, bias: nil, accumulate: true, y: dx, kernels: kernels)
     }
-    if dweight != nil || dbias != nil {
-        directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: nil, dweight: dweight, dbias: dbias, kernels: kernels)
+    if let dweight { winogradWeightGradient(g, x: x, dy: dy, dweight: dweight, tile: tile, kernels: kernels) }
+    if let dbias { biasGradient(g, dy: dy, dbias: dbias, kernels: kernels) }
+}
+
+/// dW (+)= the weight gradient, by the adjoint of the forward pass: its product M[xi] = V[xi] U[xi]
+/// gives dU[xi] = V[xi]^T dM[xi] [C8, O8], summed over tiles, where V holds the input's transformed
+/// tiles (as forward) and dM = A dY A^T those of dy (the output transform's adjoint); then
+/// dW[o, c] = G^T dU[c, o] G (the kernel transform's adjoint). The products' inner dimension is the
+/// tiles, so they go to BLAS; each core sums dU over its own images.
+func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                            dweight: UnsafeMutablePointer<Float>, tile: WinogradTile, kernels: KernelSet) {
+    let (n, c, h, w, o) = (g.batch, g.channels, g.height, g.width, g.outChannels)
+    let m = tile.outputs, side = tile.side, planes = side * side
+    let th = (h + m - 1) / m, tw = (w + m - 1) / m, perImage = th * tw
+    let (cp, op) = (vectorPadded(c), vectorPadded(o))
+    let ph = m * th + 2, pw = m * tw + 2
+    let workers = min(kernelThreads, n), usize = planes * cp * op
+    // Images per chunk: V and dM in 8 MB, so that each product sums a few hundred tiles.
+    let chunk = max(1, min((n + workers - 1) / workers, (1 << 17) / (planes * (cp + op) * perImage)))
+    let partials = Storage(zeros: workers * usize)
+    let px = SharedPointer(x), pdy = SharedPointer(dy), pparts = SharedPointer(partials.pointer)
+    let (input, adjoint) = tile == .f2 ? (kernels.k.winograd_input, kernels.k.winograd_output_adjoint)
+                                       : (kernels.k.winograd4_input, kernels.k.winograd4_output_adjoint)
+    parallelRun(workers) { worker in
+        let images = n * worker / workers ..< n * (worker + 1) / workers
+        let v = Storage(uninitializedCount: planes * chunk * perImage * cp)
+        let dm = Storage(uninitializedCount: planes * chunk * perImage * op)
+        let padded = Storage(uninitializedCount: chunk * ph * pw * max(cp, op))
+        let du = pparts + worker * usize, p = padded.pointer
+        for n0 in Swift.stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
+            let nb = min(chunk, images.upperBound - n0), tiles = nb * perImage
+            for image in 0..<nb {
+                kernels.k.channels_last_bordered(px + (n0 + image) * c * h * w, c, h, w, p + image * ph * pw * cp, ph, pw, cp)
+            }
+            input(p, nb, th, tw, ph, pw, cp, v.pointer)
+            for image in 0..<nb {
+                kernels.k.channels_last_bordered(pdy + (n0 + image) * o * h * w, o, h, w, p + image * ph * pw * op, ph, pw, op)
+            }
+            adjoint(p, nb, th, tw, ph, pw, op, dm.pointer)
+            for xi in 0..<planes {
+                gemm(transposeA: true, m: cp, n: op, k: tiles, a: v.pointer + xi * tiles * cp, lda: cp,
+                     b: dm.pointer + xi * tiles * op, ldb: op, beta: 1, c: du + xi * cp * op, ldc: op)
+            }
+        }
+    }
+    let du = partials.pointer
+    for worker in 1..<workers { accumulate(du, du + worker * usize, count: usize) }
+    // dW[o, c] += G^T dU G: each row of dU times G, then summed into the kernel's rows by G^T
+    let gRows = tile.g, pdw = SharedPointer(dweight), pdu = SharedPointer(du)
+    parallelFor(o, cost: c * planes * 4) { outputs in
+        for b in outputs {
+            for a in 0..<c {
+                var k0 = SIMD3<Float>.zero, k1 = k0, k2 = k0
+                for i in 0..<side {
+                    var row = SIMD3<Float>.zero
+                    for j in 0..<side { row += pdu[(side * i + j) * cp * op + a * op + b] * gRows[j] }
+                    k0 += gRows[i][0] * row; k1 += gRows[i][1] * row; k2 += gRows[i][2] * row
+                }
+                let out = pdw + (b * c + a) * 9
+                for j in 0..<3 { out[j] += k0[j]; out[3 + j] += k1[j]; out[6 + j] += k2[j] }
+            }
+        }
     }
 }
