@@ -154,7 +154,7 @@ struct Bench: ParsableCommand {
             let t = bestTime { parallelGemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: a.pointer, ldb: n, c: c.pointer, ldc: n) }
             report("sgemm \(n)^3", seconds: t, flops: 2 * Double(n * n * n), reference: nil)
         }
-        for (channels, size) in [(32, 28), (64, 14), (128, 7), (64, 28), (128, 14), (256, 8), (256, 16)] where wanted(.conv) {
+        for (channels, size) in [(32, 28), (64, 14), (128, 7), (64, 28), (128, 14), (256, 8), (256, 16), (128, 32), (256, 32)] where wanted(.conv) {
             let g = ConvGeometry(batch: batchSize, channels: channels, height: size, width: size,
                                  outChannels: channels, kernel: 3, stride: 1, padding: 1)
             // the convolution's own product alone, as the yardstick

@@ -142,19 +142,22 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     /// Whichever measured faster (`ddpm bench --ops`, best of several alternating runs). The direct
     /// kernel wins by 10-60% over im2col at 14x14 and 28x28, most at few channels; at 7x7, with 8
     /// images side by side in each vector, by 20% forward and 7% backward (below 7 pixels, untried).
-    /// F(4x4) wins from 32 channels in and out when each core has at least 4 of its tiles per
-    /// channel, so that each transformed kernel it reads serves enough tiles (Zen 3, forward, batch
-    /// 64: 32 -> 32 at 28x28 1.5x over direct, 64 -> 64 at 28x28 2.2x, 128 -> 128 at 14x14 1.5x,
-    /// 64 -> 64 at 14x14 1.13x; batch 16, 1 tile per channel: 128 -> 128 at 14x14 1.3x slower than
-    /// F(2x2), 256 -> 256 at 8x8 2x slower). Otherwise F(2x2) from 64 channels (1.06-1.4x over
-    /// direct), else direct. Backward, where dW is the direct kernel's in all three, they tie.
-    /// Winograd splits the batch across cores by images, so a batch smaller than the cores goes direct.
+    /// F(4x4) wins from 32 channels in and out when each core has enough of its tiles per channel
+    /// that each transformed kernel it reads serves many tiles: 4 per channel, or 2 where the sides
+    /// are multiples of 4 and no tile is ragged (Zen 3, forward, batch 64: 32 -> 32 at 28x28 1.5x over
+    /// direct, 64 -> 64 at 28x28 2.2x, 128 -> 128 at 14x14 1.5x, 64 -> 64 at 14x14 1.13x; batch 16,
+    /// 1 tile per channel: 128 -> 128 at 14x14 1.3x slower than F(2x2), 256 -> 256 at 8x8 2x
+    /// slower; Zen 4, batch 16, 2 per channel: 256 -> 256 at 32x32 1.45x faster than F(2x2) forward
+    /// and 1.3x backward, but 64 -> 64 at 14x14, ragged, 1.7x slower). Otherwise F(2x2) from 64
+    /// channels (1.06-1.4x over direct), else direct. Winograd splits the batch across cores by
+    /// images, so a batch smaller than the cores goes direct.
     public static func best(for g: ConvGeometry) -> ConvAlgorithm {
         guard isDirectConv(g) && g.width >= 7 else { return .columns }
         let channels = min(g.channels, g.outChannels)
         guard g.batch >= kernelThreads else { return .direct }
         let tilesPerCore = (g.batch + kernelThreads - 1) / kernelThreads * ((g.height + 3) / 4) * ((g.width + 3) / 4)
-        if channels >= 32 && tilesPerCore >= 4 * max(g.channels, g.outChannels) { return .winograd4x4 }
+        let perChannel = g.height % 4 == 0 && g.width % 4 == 0 ? 2 : 4
+        if channels >= 32 && tilesPerCore >= perChannel * max(g.channels, g.outChannels) { return .winograd4x4 }
         return channels >= 64 ? .winograd : .direct
     }
 
