@@ -125,6 +125,7 @@ import TestSupport
         ConvGeometry(batch: 3, channels: 5, height: 7, width: 9, outChannels: 6, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 9, channels: 2, height: 3, width: 2, outChannels: 1, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 10, channels: 3, height: 7, width: 7, outChannels: 5, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 4, channels: 96, height: 16, width: 16, outChannels: 72, kernel: 3, stride: 1, padding: 1),
     ], ConvAlgorithm.allCases)
     func convBackward(g: ConvGeometry, algorithm: ConvAlgorithm) {
         for kernels in KernelSet.available { convBackward(g: g, algorithm: algorithm, kernels: kernels) }
