@@ -211,6 +211,30 @@ static void K(winograd4_output)(const float *m, long images, long th, long tw, l
             }
 }
 
+// The kernel transform G k G^T, 8 output channels per vector: the rows of G times k's three rows,
+// then each of those times G^T.
+static void K(winograd_weights)(const float *w, long c, long outputs, int flipped, const float *g, long side,
+                                long ip, long op, long a0, long a1, float *u) {
+    long plane = ip * op;
+    for (long a = a0; a < a1; a++)
+        for (long b0 = 0; b0 < outputs; b0 += 8) {
+            long lanes = outputs - b0 < 8 ? outputs - b0 : 8;
+            v8 k[9], gk[6][3];
+            for (int t = 0; t < 9; t++) {
+                float taps[8] = {0};
+                for (long l = 0; l < lanes; l++)
+                    taps[l] = flipped ? w[(a * c + b0 + l) * 9 + 8 - t] : w[((b0 + l) * c + a) * 9 + t];
+                k[t] = load8(taps);
+            }
+            for (long i = 0; i < side; i++)
+                for (int q = 0; q < 3; q++) gk[i][q] = g[3 * i] * k[q] + g[3 * i + 1] * k[3 + q] + g[3 * i + 2] * k[6 + q];
+            for (long i = 0; i < side; i++)
+                for (long j = 0; j < side; j++)
+                    store8(u + (side * i + j) * plane + a * op + b0,
+                           gk[i][0] * g[3 * j] + gk[i][1] * g[3 * j + 1] + gk[i][2] * g[3 * j + 2]);
+        }
+}
+
 // The weight gradient's transform of dy, the adjoint of the output transform: dM = A dY A^T, from
 // the m x m block of dy under each tile to side x side values (side = m + 2), stored as V is.
 // A, side rows of m: F(2x2) [1 0; 1 1; 1 -1; 0 -1], F(4x4) [1 0 0 0; 1 1 1 1; 1 -1 1 -1;

@@ -60,6 +60,13 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull winograd4_output)(const float *_Nonnull m, long images, long tiles_y, long tiles_x, long out8,
                                       const float *_Nonnull bias8, long bias_stride, long out_channels, long height,
                                       long width, int accumulate, float *_Nonnull y);
+    /// The kernel transform for input channels a0 ..< a1 of the pass: u[xi][a][b] (rows of out8
+    /// floats, planes of in8 rows) = (G k G^T)[xi], G `side` rows of 3, for the 3x3 kernel k from
+    /// input a to output b: k[t] = w[(b channels + a) 9 + t], or, flipped (the backward data pass,
+    /// from dy's channels to dx's), w[(a channels + b) 9 + 8 - t]; zero in the padding outputs.
+    void (*_Nonnull winograd_weights)(const float *_Nonnull w, long channels, long outputs, int flipped,
+                                      const float *_Nonnull g, long side, long in8, long out8, long a0, long a1,
+                                      float *_Nonnull u);
     /// For the weight gradient, the adjoint of the output transforms: v[xi][t][k] = (A dY A^T)[xi] for
     /// every 2x2 (F(2x2)) or 4x4 (F(4x4)) block dY of the channels-last padded dy, zero past the image.
     void (*_Nonnull winograd_output_adjoint)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,

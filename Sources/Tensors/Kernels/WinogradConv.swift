@@ -45,23 +45,19 @@ func vectorPadded(_ n: Int) -> Int { (n + 7) / 8 * 8 }
 /// U [side^2, C8, O8] (channel counts padded to vectors, zero past them): G w[o, c] G^T for every
 /// channel pair, laid out so that the product with the tiles V [side^2, tiles, C8] is [tiles, O8].
 /// `flipped` transforms the kernel of the backward data pass instead, which reads O channels and
-/// writes C: [side^2, O8, C8] from w[o, c, 2 - i, 2 - j].
+/// writes C: [side^2, O8, C8] from w[o, c, 2 - i, 2 - j]. The cores take input channels in turn.
 func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int, flipped: Bool,
-                     tile: WinogradTile) -> Storage {
+                     tile: WinogradTile, kernels: KernelSet) -> Storage {
     let (inputs, outputs) = flipped ? (o, c) : (c, o)
     let (ip, op) = (vectorPadded(inputs), vectorPadded(outputs))
-    let side = tile.side, g = tile.g
+    let side = tile.side, g = tile.g.flatMap { [$0[0], $0[1], $0[2]] }
     let u = Storage(zeros: side * side * ip * op)
-    let pu = u.pointer, plane = ip * op
-    for a in 0..<inputs {
-        for b in 0..<outputs {
-            // the rows of G times the 3x3 kernel, then each of those times the rows of G (G^T's columns)
-            func tap(_ t: Int) -> Float { kernelTap(w, channels: c, output: b, input: a, tap: t, flipped: flipped) }
-            let k0 = SIMD3(tap(0), tap(1), tap(2)), k1 = SIMD3(tap(3), tap(4), tap(5)), k2 = SIMD3(tap(6), tap(7), tap(8))
-            for i in 0..<side {
-                let gk = g[i][0] * k0 + g[i][1] * k1 + g[i][2] * k2
-                for j in 0..<side { pu[(side * i + j) * plane + a * op + b] = (gk * g[j]).sum() }
-            }
+    let pw = SharedPointer(w), pu = SharedPointer(u.pointer)
+    g.withUnsafeBufferPointer { rows in
+        let pg = SharedPointer(rows.baseAddress!)
+        parallelFor(inputs, cost: op * side * side * 4) { range in
+            kernels.k.winograd_weights(pw.base, c, outputs, flipped ? 1 : 0, pg.base, side, ip, op,
+                                       range.lowerBound, range.upperBound, pu.base)
         }
     }
     return u
@@ -130,7 +126,8 @@ func winogradConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
                            bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, accumulate: Bool,
                            y: UnsafeMutablePointer<Float>, tile: WinogradTile, kernels: KernelSet = .active) {
     let u = FrozenWeights.prepared(weight, "winograd\(tile.outputs)", kernels) {
-        winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false, tile: tile)
+        winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false, tile: tile,
+                        kernels: kernels)
     }
     winogradConv2d(batch: g.batch, channels: g.channels, height: g.height, width: g.width, outChannels: g.outChannels,
                    x: x, u: u, tile: tile, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
@@ -142,7 +139,8 @@ func winogradConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: 
                             dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
                             tile: WinogradTile, kernels: KernelSet = .active) {
     if let dx {
-        let u = winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: true, tile: tile)
+        let u = winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: true, tile: tile,
+                                kernels: kernels)
         winogradConv2d(batch: g.batch, channels: g.outChannels, height: g.height, width: g.width, outChannels: g.channels,
                        x: dy, u: u, tile: tile, bias: nil, accumulate: true, y: dx, kernels: kernels)
     }
