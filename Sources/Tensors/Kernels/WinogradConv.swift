@@ -63,6 +63,37 @@ func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: 
     return u
 }
 
+/// How an H x W image is cut for one tile: tilesY x tilesX blocks of m x m outputs, each computed
+/// from the (m + 2) x (m + 2) block around it of the image copied channels-last into a zero
+/// border (one zero row and column before it, the rest after it).
+struct WinogradTiling {
+    let tile: WinogradTile
+    let height, width, tilesY, tilesX, paddedHeight, paddedWidth: Int
+
+    init(_ tile: WinogradTile, height: Int, width: Int) {
+        let m = tile.outputs
+        self.tile = tile; self.height = height; self.width = width
+        tilesY = (height + m - 1) / m; tilesX = (width + m - 1) / m
+        paddedHeight = m * tilesY + 2; paddedWidth = m * tilesX + 2
+    }
+
+    var perImage: Int { tilesY * tilesX }
+    /// Planes of the transformed tiles: side^2.
+    var planes: Int { tile.side * tile.side }
+    /// Floats of one bordered image of `channels8` channels.
+    func paddedCount(channels8: Int) -> Int { paddedHeight * paddedWidth * channels8 }
+
+    /// Images `images` of source [N, channels, H, W] into padded [images, ph, pw, C8].
+    func border(_ source: UnsafePointer<Float>, channels: Int, images: Range<Int>,
+                into padded: UnsafeMutablePointer<Float>, kernels: KernelSet) {
+        let cp = vectorPadded(channels)
+        for (i, image) in images.enumerated() {
+            kernels.k.channels_last_bordered(source + image * channels * height * width, channels, height, width,
+                                             padded + i * paddedCount(channels8: cp), paddedHeight, paddedWidth, cp)
+        }
+    }
+}
+
 /// y (+)= conv(x, w) (+ bias) (+ shift) for x [N, C, H, W], U from `winogradWeights` for `tile`,
 /// and a shift [N, O] added per image and channel. Each core takes its own images, a chunk at a
 /// time: copy them channels-last into a zero border, transform every block 8 channels per vector
@@ -72,10 +103,10 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
                     x: UnsafePointer<Float>, u: Storage, tile: WinogradTile, bias: UnsafePointer<Float>?,
                     shift: UnsafePointer<Float>? = nil, accumulate: Bool, y: UnsafeMutablePointer<Float>,
                     kernels: KernelSet) {
-    let m = tile.outputs, planes = tile.side * tile.side
-    let th = (h + m - 1) / m, tw = (w + m - 1) / m, perImage = th * tw
+    let tiling = WinogradTiling(tile, height: h, width: w)
+    let (planes, perImage, th, tw) = (tiling.planes, tiling.perImage, tiling.tilesY, tiling.tilesX)
+    let (ph, pw) = (tiling.paddedHeight, tiling.paddedWidth)
     let (cp, op) = (vectorPadded(c), vectorPadded(o))
-    let ph = m * th + 2, pw = m * tw + 2  // the padded image: one zero row and column before, the rest after
     let workers = min(kernelThreads, n)
     // Images per chunk: their transformed tiles (V, and M alike) in 512 KB, so that they stay in a
     // core's L2 from the transform to the products and back (4 MB chunks, in L3, were 1.1-1.5x
@@ -98,14 +129,12 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
         let images = n * worker / workers ..< n * (worker + 1) / workers
         let v = Storage(uninitializedCount: planes * chunk * perImage * cp)
         let product = Storage(uninitializedCount: planes * chunk * perImage * op)
-        let padded = Storage(uninitializedCount: chunk * ph * pw * cp)
+        let padded = Storage(uninitializedCount: chunk * tiling.paddedCount(channels8: cp))
         for n0 in Swift.stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
             let nb = min(chunk, images.upperBound - n0), tiles = nb * perImage
             // channels last, bordered: padded[image][row][column][k]
             let p = padded.pointer
-            for image in 0..<nb {
-                kernels.k.channels_last_bordered(px + (n0 + image) * c * h * w, c, h, w, p + image * ph * pw * cp, ph, pw, cp)
-            }
+            tiling.border(px.base, channels: c, images: n0 ..< n0 + nb, into: p, kernels: kernels)
             // V[xi][t][k] = (B^T d B)[xi] for the block d under tile t
             let vplane = tiles * cp
             input(p, nb, th, tw, ph, pw, cp, v.pointer)
@@ -156,10 +185,10 @@ func winogradConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: 
 func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                             dweight: UnsafeMutablePointer<Float>, tile: WinogradTile, kernels: KernelSet) {
     let (n, c, h, w, o) = (g.batch, g.channels, g.height, g.width, g.outChannels)
-    let m = tile.outputs, side = tile.side, planes = side * side
-    let th = (h + m - 1) / m, tw = (w + m - 1) / m, perImage = th * tw
+    let tiling = WinogradTiling(tile, height: h, width: w)
+    let (side, planes, perImage, th, tw) = (tile.side, tiling.planes, tiling.perImage, tiling.tilesY, tiling.tilesX)
+    let (ph, pw) = (tiling.paddedHeight, tiling.paddedWidth)
     let (cp, op) = (vectorPadded(c), vectorPadded(o))
-    let ph = m * th + 2, pw = m * tw + 2
     let workers = min(kernelThreads, n), usize = planes * cp * op
     // Images per chunk: V and dM in 512 KB, as forward, but at least 64 tiles, so that each pass
     // of a product over dU [C8, O8] (in L3 at 256 channels) does 64 multiply-adds per element
@@ -174,17 +203,13 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
         let images = n * worker / workers ..< n * (worker + 1) / workers
         let v = Storage(uninitializedCount: planes * chunk * perImage * cp)
         let dm = Storage(uninitializedCount: planes * chunk * perImage * op)
-        let padded = Storage(uninitializedCount: chunk * ph * pw * max(cp, op))
+        let padded = Storage(uninitializedCount: chunk * tiling.paddedCount(channels8: max(cp, op)))
         let du = pparts + worker * usize, p = padded.pointer
         for n0 in Swift.stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
             let nb = min(chunk, images.upperBound - n0), tiles = nb * perImage
-            for image in 0..<nb {
-                kernels.k.channels_last_bordered(px + (n0 + image) * c * h * w, c, h, w, p + image * ph * pw * cp, ph, pw, cp)
-            }
+            tiling.border(px.base, channels: c, images: n0 ..< n0 + nb, into: p, kernels: kernels)
             input(p, nb, th, tw, ph, pw, cp, v.pointer)
-            for image in 0..<nb {
-                kernels.k.channels_last_bordered(pdy + (n0 + image) * o * h * w, o, h, w, p + image * ph * pw * op, ph, pw, op)
-            }
+            tiling.border(pdy.base, channels: o, images: n0 ..< n0 + nb, into: p, kernels: kernels)
             adjoint(p, nb, th, tw, ph, pw, op, dm.pointer)
             for xi in 0..<planes {
                 gemm(transposeA: true, m: cp, n: op, k: tiles, a: v.pointer + xi * tiles * cp, lda: cp,
