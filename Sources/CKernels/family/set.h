@@ -41,6 +41,7 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .winograd4_input = K(winograd4_input),
     .winograd4_output = K(winograd4_output),
     .winograd_weights = K(winograd_weights),
+    .winograd_weights_adjoint = K(winograd_weights_adjoint),
     .winograd_output_adjoint = K(winograd_output_adjoint),
     .winograd4_output_adjoint = K(winograd4_output_adjoint),
     .small_gemm = K(small_gemm),

@@ -235,6 +235,31 @@ static void K(winograd_weights)(const float *w, long c, long outputs, int flippe
         }
 }
 
+// Its adjoint G^T du G, 8 output channels per vector: each row of du times G, summed into the
+// kernel's rows by G^T.
+static void K(winograd_weights_adjoint)(const float *du, long c, long outputs, const float *g, long side, long ip,
+                                        long op, long a0, long a1, float *dw) {
+    long plane = ip * op;
+    for (long a = a0; a < a1; a++)
+        for (long b0 = 0; b0 < outputs; b0 += 8) {
+            v8 k[9] = {{0}};
+            for (long i = 0; i < side; i++) {
+                v8 r0 = {0}, r1 = {0}, r2 = {0};
+                for (long j = 0; j < side; j++) {
+                    v8 d = load8(du + (side * i + j) * plane + a * op + b0);
+                    r0 = d * g[3 * j] + r0; r1 = d * g[3 * j + 1] + r1; r2 = d * g[3 * j + 2] + r2;
+                }
+                for (int p = 0; p < 3; p++) {
+                    float gp = g[3 * i + p];
+                    k[3 * p] = gp * r0 + k[3 * p]; k[3 * p + 1] = gp * r1 + k[3 * p + 1]; k[3 * p + 2] = gp * r2 + k[3 * p + 2];
+                }
+            }
+            long lanes = outputs - b0 < 8 ? outputs - b0 : 8;
+            for (long l = 0; l < lanes; l++)
+                for (int t = 0; t < 9; t++) dw[((b0 + l) * c + a) * 9 + t] += k[t][l];
+        }
+}
+
 // The weight gradient's transform of dy, the adjoint of the output transform: dM = A dY A^T, from
 // the m x m block of dy under each tile to side x side values (side = m + 2), stored as V is.
 // A, side rows of m: F(2x2) [1 0; 1 1; 1 -1; 0 -1], F(4x4) [1 0 0 0; 1 1 1 1; 1 -1 1 -1;

@@ -67,6 +67,11 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull winograd_weights)(const float *_Nonnull w, long channels, long outputs, int flipped,
                                       const float *_Nonnull g, long side, long in8, long out8, long a0, long a1,
                                       float *_Nonnull u);
+    /// Its adjoint, for the weight gradient: dw[b, a] += G^T du[:, a, b] G for input channels a0 ..< a1
+    /// and every output b < outputs, du [side^2, in8, out8] laid out as u, dw [outputs, channels, 3, 3].
+    void (*_Nonnull winograd_weights_adjoint)(const float *_Nonnull du, long channels, long outputs,
+                                              const float *_Nonnull g, long side, long in8, long out8, long a0,
+                                              long a1, float *_Nonnull dw);
     /// For the weight gradient, the adjoint of the output transforms: v[xi][t][k] = (A dY A^T)[xi] for
     /// every 2x2 (F(2x2)) or 4x4 (F(4x4)) block dY of the channels-last padded dy, zero past the image.
     void (*_Nonnull winograd_output_adjoint)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,

@@ -28,12 +28,12 @@ enum WinogradTile: Sendable {
     /// Inputs per tile side (m + 2), and the transformed tile's side.
     var side: Int { outputs + 2 }
 
-    /// G, side rows of 3: the kernel's transform.
-    var g: [SIMD3<Float>] {
+    /// G, side rows of 3 (row-major): the kernel's transform.
+    var g: [Float] {
         switch self {
-        case .f2: [SIMD3(1, 0, 0), SIMD3(0.5, 0.5, 0.5), SIMD3(0.5, -0.5, 0.5), SIMD3(0, 0, 1)]
-        case .f4: [SIMD3(1.0 / 4, 0, 0), SIMD3(-1.0 / 6, -1.0 / 6, -1.0 / 6), SIMD3(-1.0 / 6, 1.0 / 6, -1.0 / 6),
-                   SIMD3(1.0 / 24, 1.0 / 12, 1.0 / 6), SIMD3(1.0 / 24, -1.0 / 12, 1.0 / 6), SIMD3(0, 0, 1)]
+        case .f2: [1, 0, 0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0, 0, 1]
+        case .f4: [1.0 / 4, 0, 0, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6,
+                   1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 24, -1.0 / 12, 1.0 / 6, 0, 0, 1]
         }
     }
 }
@@ -50,10 +50,10 @@ func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: 
                      tile: WinogradTile, kernels: KernelSet) -> Storage {
     let (inputs, outputs) = flipped ? (o, c) : (c, o)
     let (ip, op) = (vectorPadded(inputs), vectorPadded(outputs))
-    let side = tile.side, g = tile.g.flatMap { [$0[0], $0[1], $0[2]] }
+    let side = tile.side
     let u = Storage(zeros: side * side * ip * op)
     let pw = SharedPointer(w), pu = SharedPointer(u.pointer)
-    g.withUnsafeBufferPointer { rows in
+    tile.g.withUnsafeBufferPointer { rows in
         let pg = SharedPointer(rows.baseAddress!)
         parallelFor(inputs, cost: op * side * side * 4) { range in
             kernels.k.winograd_weights(pw.base, c, outputs, flipped ? 1 : 0, pg.base, side, ip, op,
@@ -219,20 +219,13 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
     }
     let du = partials.pointer
     for worker in 1..<workers { accumulate(du, du + worker * usize, count: usize) }
-    // dW[o, c] += G^T dU G: each row of dU times G, then summed into the kernel's rows by G^T
-    let gRows = tile.g, pdw = SharedPointer(dweight), pdu = SharedPointer(du)
-    parallelFor(o, cost: c * planes * 4) { outputs in
-        for b in outputs {
-            for a in 0..<c {
-                var k0 = SIMD3<Float>.zero, k1 = k0, k2 = k0
-                for i in 0..<side {
-                    var row = SIMD3<Float>.zero
-                    for j in 0..<side { row += pdu[(side * i + j) * cp * op + a * op + b] * gRows[j] }
-                    k0 += gRows[i][0] * row; k1 += gRows[i][1] * row; k2 += gRows[i][2] * row
-                }
-                let out = pdw + (b * c + a) * 9
-                for j in 0..<3 { out[j] += k0[j]; out[3 + j] += k1[j]; out[6 + j] += k2[j] }
-            }
+    // dW[o, c] += G^T dU G (the kernel set's), the cores taking input channels in turn
+    let pdw = SharedPointer(dweight), pdu = SharedPointer(du)
+    tile.g.withUnsafeBufferPointer { rows in
+        let pg = SharedPointer(rows.baseAddress!)
+        parallelFor(c, cost: op * planes * 4) { range in
+            kernels.k.winograd_weights_adjoint(pdu.base, c, o, pg.base, side, cp, op, range.lowerBound, range.upperBound,
+                                               pdw.base)
         }
     }
 }
