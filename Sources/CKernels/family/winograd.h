@@ -131,27 +131,51 @@ static inline void K(winograd4_bt)(const v8 d[6], v8 t[6]) {
     t[5] = 4.0f * (d[1] - d[3]) + d[5] - d[3];  // 4 d1 - 5 d3 + d5
 }
 
-static void K(winograd4_input)(const float *p, long images, long th, long tw, long ph, long pw, long cp, float *v) {
+// A, side rows of m (the transpose of A^T), applied to m vectors: F(2x2) [1 0; 1 1; 1 -1; 0 -1],
+// F(4x4) [1 0 0 0; 1 1 1 1; 1 -1 1 -1; 1 2 4 8; 1 -2 4 -8; 0 0 0 1]. The weight gradient's
+// transform of dy (dM = A dY A^T) is the output transform's adjoint.
+static inline __attribute__((always_inline)) void K(winograd_a)(const v8 *d, v8 *t, const int m) {
+    if (m == 2) {
+        t[0] = d[0]; t[1] = d[0] + d[1]; t[2] = d[0] - d[1]; t[3] = -d[1];
+        return;
+    }
+    v8 even = d[0] + d[2], odd = d[1] + d[3], even4 = d[0] + 4.0f * d[2], odd4 = 2.0f * d[1] + 8.0f * d[3];
+    t[0] = d[0]; t[1] = even + odd; t[2] = even - odd; t[3] = even4 + odd4; t[4] = even4 - odd4; t[5] = d[3];
+}
+
+// The transforms that write V's layout, in two passes: for tile (ty, tx) the n x n block of the
+// bordered images at pixel (step ty + origin, step tx + origin), a 1-D transform of n vectors into
+// `side` down each column, then along each row, to v[side r + col][t][k]. `kind` 0: F(4x4)'s B^T
+// (n = side = 6); 2 or 4: F(m x m)'s A (n = m, side = m + 2). Constant arguments where inlined.
+static inline __attribute__((always_inline)) void K(winograd_blocks)(const float *p, long images, long th, long tw,
+                                                                     long ph, long pw, long cp, float *v,
+                                                                     const int step, const int origin, const int n,
+                                                                     const int side, const int kind) {
     long vplane = images * th * tw * cp;
     for (long image = 0; image < images; image++)
         for (long ty = 0; ty < th; ty++)
             for (long tx = 0; tx < tw; tx++) {
                 long t = (image * th + ty) * tw + tx;
-                const float *d = p + ((image * ph + 4 * ty) * pw + 4 * tx) * cp;
+                const float *d = p + ((image * ph + step * ty + origin) * pw + step * tx + origin) * cp;
                 float *q = v + t * cp;
                 for (long k = 0; k < cp; k += 8) {
                     v8 block[6][6], column[6], out[6];
-                    for (int col = 0; col < 6; col++) {  // B^T d, a column at a time: block[row][col]
-                        for (int r = 0; r < 6; r++) column[r] = load8(d + (r * pw + col) * cp + k);
-                        K(winograd4_bt)(column, out);
-                        for (int r = 0; r < 6; r++) block[r][col] = out[r];
+                    for (int col = 0; col < n; col++) {  // a column at a time: block[row][col]
+                        for (int r = 0; r < n; r++) column[r] = load8(d + (r * pw + col) * cp + k);
+                        if (kind == 0) K(winograd4_bt)(column, out); else K(winograd_a)(column, out, kind);
+                        for (int r = 0; r < side; r++) block[r][col] = out[r];
                     }
-                    for (int r = 0; r < 6; r++) {  // then each row times B
-                        K(winograd4_bt)(block[r], out);
-                        for (int col = 0; col < 6; col++) store8(q + (6 * r + col) * vplane + k, out[col]);
+                    for (int r = 0; r < side; r++) {  // then each row
+                        if (kind == 0) K(winograd4_bt)(block[r], out); else K(winograd_a)(block[r], out, kind);
+                        for (int col = 0; col < side; col++) store8(q + (side * r + col) * vplane + k, out[col]);
                     }
                 }
             }
+}
+
+// V = B^T d B for the 6x6 block d under each tile.
+static void K(winograd4_input)(const float *p, long images, long th, long tw, long ph, long pw, long cp, float *v) {
+    K(winograd_blocks)(p, images, th, tw, ph, pw, cp, v, 4, 0, 6, 6, 0);
 }
 
 // y = A^T applied to six vectors.
@@ -260,53 +284,12 @@ static void K(winograd_weights_adjoint)(const float *du, long c, long outputs, c
         }
 }
 
-// The weight gradient's transform of dy, the adjoint of the output transform: dM = A dY A^T, from
-// the m x m block of dy under each tile to side x side values (side = m + 2), stored as V is.
-// A, side rows of m: F(2x2) [1 0; 1 1; 1 -1; 0 -1], F(4x4) [1 0 0 0; 1 1 1 1; 1 -1 1 -1;
-// 1 2 4 8; 1 -2 4 -8; 0 0 0 1] (the transposes of the A^T above).
-
-// t = A applied to m vectors.
-static inline __attribute__((always_inline)) void K(winograd_a)(const v8 *d, v8 *t, const int m) {
-    if (m == 2) {
-        t[0] = d[0]; t[1] = d[0] + d[1]; t[2] = d[0] - d[1]; t[3] = -d[1];
-        return;
-    }
-    v8 even = d[0] + d[2], odd = d[1] + d[3], even4 = d[0] + 4.0f * d[2], odd4 = 2.0f * d[1] + 8.0f * d[3];
-    t[0] = d[0]; t[1] = even + odd; t[2] = even - odd; t[3] = even4 + odd4; t[4] = even4 - odd4; t[5] = d[3];
-}
-
-// Columns then rows, as the input transform; the block of tile (ty, tx) starts at pixel
-// (m ty, m tx), one row and column into the bordered image.
-static inline __attribute__((always_inline)) void K(winograd_adjoint_body)(const float *p, long images, long th, long tw,
-                                                                           long ph, long pw, long cp, float *v,
-                                                                           const int m) {
-    const int side = m + 2;
-    long vplane = images * th * tw * cp;
-    for (long image = 0; image < images; image++)
-        for (long ty = 0; ty < th; ty++)
-            for (long tx = 0; tx < tw; tx++) {
-                long t = (image * th + ty) * tw + tx;
-                const float *d = p + ((image * ph + m * ty + 1) * pw + m * tx + 1) * cp;
-                float *q = v + t * cp;
-                for (long k = 0; k < cp; k += 8) {
-                    v8 block[6][4], column[4], out[6];
-                    for (int col = 0; col < m; col++) {  // A dY, a column at a time: block[row][col]
-                        for (int r = 0; r < m; r++) column[r] = load8(d + (r * pw + col) * cp + k);
-                        K(winograd_a)(column, out, m);
-                        for (int r = 0; r < side; r++) block[r][col] = out[r];
-                    }
-                    for (int r = 0; r < side; r++) {  // then each row times A^T
-                        K(winograd_a)(block[r], out, m);
-                        for (int col = 0; col < side; col++) store8(q + (side * r + col) * vplane + k, out[col]);
-                    }
-                }
-            }
-}
-
+// dM = A dY A^T for the m x m block dY of dy under each tile (zero past the image), one row and
+// column into the bordered image: the weight gradient's transform of dy, stored as V is.
 static void K(winograd_output_adjoint)(const float *p, long images, long th, long tw, long ph, long pw, long cp, float *v) {
-    K(winograd_adjoint_body)(p, images, th, tw, ph, pw, cp, v, 2);
+    K(winograd_blocks)(p, images, th, tw, ph, pw, cp, v, 2, 1, 2, 4, 2);
 }
 
 static void K(winograd4_output_adjoint)(const float *p, long images, long th, long tw, long ph, long pw, long cp, float *v) {
-    K(winograd_adjoint_body)(p, images, th, tw, ph, pw, cp, v, 4);
+    K(winograd_blocks)(p, images, th, tw, ph, pw, cp, v, 4, 1, 4, 6, 4);
 }

@@ -83,14 +83,24 @@ struct WinogradTiling {
     /// Floats of one bordered image of `channels8` channels.
     func paddedCount(channels8: Int) -> Int { paddedHeight * paddedWidth * channels8 }
 
-    /// Images `images` of source [N, channels, H, W] into padded [images, ph, pw, C8].
-    func border(_ source: UnsafePointer<Float>, channels: Int, images: Range<Int>,
-                into padded: UnsafeMutablePointer<Float>, kernels: KernelSet) {
-        let cp = vectorPadded(channels)
+    /// The transformed tiles [side^2, tiles, C8] of images `images` of source [N, channels, H, W]:
+    /// the images copied channels-last into `padded` ([images, ph, pw, C8], bordered), then
+    /// B^T d B for each block d, or, `adjoint` (dy, for the weight gradient), A dY A^T for each
+    /// m x m block dY (the kernel set's transforms, CKernels' family/winograd.h).
+    func transform(_ source: UnsafePointer<Float>, channels: Int, images: Range<Int>, adjoint: Bool = false,
+                   padded: UnsafeMutablePointer<Float>, into v: UnsafeMutablePointer<Float>, kernels: KernelSet) {
+        let cp = vectorPadded(channels), k = kernels.k
         for (i, image) in images.enumerated() {
-            kernels.k.channels_last_bordered(source + image * channels * height * width, channels, height, width,
-                                             padded + i * paddedCount(channels8: cp), paddedHeight, paddedWidth, cp)
+            k.channels_last_bordered(source + image * channels * height * width, channels, height, width,
+                                     padded + i * paddedCount(channels8: cp), paddedHeight, paddedWidth, cp)
         }
+        let transform = switch (tile, adjoint) {
+        case (.f2, false): k.winograd_input
+        case (.f4, false): k.winograd4_input
+        case (.f2, true): k.winograd_output_adjoint
+        case (.f4, true): k.winograd4_output_adjoint
+        }
+        transform(padded, images.count, tilesY, tilesX, paddedHeight, paddedWidth, cp, v)
     }
 }
 
@@ -104,8 +114,7 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
                     shift: UnsafePointer<Float>? = nil, accumulate: Bool, y: UnsafeMutablePointer<Float>,
                     kernels: KernelSet) {
     let tiling = WinogradTiling(tile, height: h, width: w)
-    let (planes, perImage, th, tw) = (tiling.planes, tiling.perImage, tiling.tilesY, tiling.tilesX)
-    let (ph, pw) = (tiling.paddedHeight, tiling.paddedWidth)
+    let (planes, perImage) = (tiling.planes, tiling.perImage)
     let (cp, op) = (vectorPadded(c), vectorPadded(o))
     let workers = min(kernelThreads, n)
     // Images per chunk: their transformed tiles (V, and M alike) in 512 KB, so that they stay in a
@@ -123,8 +132,7 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
         if let shift { for k in 0..<o { row[k] += shift[image * o + k] } }
     }
     let pb = SharedPointer(padBias.pointer), biasStride = shift == nil ? 0 : op
-    let (input, output) = tile == .f2 ? (kernels.k.winograd_input, kernels.k.winograd_output)
-                                      : (kernels.k.winograd4_input, kernels.k.winograd4_output)
+    let output = tile == .f2 ? kernels.k.winograd_output : kernels.k.winograd4_output
     parallelRun(workers) { worker in
         let images = n * worker / workers ..< n * (worker + 1) / workers
         let v = Storage(uninitializedCount: planes * chunk * perImage * cp)
@@ -132,19 +140,17 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
         let padded = Storage(uninitializedCount: chunk * tiling.paddedCount(channels8: cp))
         for n0 in Swift.stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
             let nb = min(chunk, images.upperBound - n0), tiles = nb * perImage
-            // channels last, bordered: padded[image][row][column][k]
-            let p = padded.pointer
-            tiling.border(px.base, channels: c, images: n0 ..< n0 + nb, into: p, kernels: kernels)
             // V[xi][t][k] = (B^T d B)[xi] for the block d under tile t
             let vplane = tiles * cp
-            input(p, nb, th, tw, ph, pw, cp, v.pointer)
+            tiling.transform(px.base, channels: c, images: n0 ..< n0 + nb, padded: padded.pointer, into: v.pointer,
+                             kernels: kernels)
             // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
             for xi in 0..<planes {
                 kernels.k.small_gemm(tiles, op, cp, v.pointer + xi * vplane, cp, pu + xi * cp * op, op,
                                      product.pointer + xi * tiles * op, op)
             }
             // Y = A^T M A, an m x m block per tile, clipped at ragged edges
-            output(product.pointer, nb, th, tw, op, pb + n0 * biasStride, biasStride, o, h, w, accumulate ? 1 : 0,
+            output(product.pointer, nb, tiling.tilesY, tiling.tilesX, op, pb + n0 * biasStride, biasStride, o, h, w, accumulate ? 1 : 0,
                    py + n0 * o * h * w)
         }
     }
@@ -186,8 +192,7 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
                             dweight: UnsafeMutablePointer<Float>, tile: WinogradTile, kernels: KernelSet) {
     let (n, c, h, w, o) = (g.batch, g.channels, g.height, g.width, g.outChannels)
     let tiling = WinogradTiling(tile, height: h, width: w)
-    let (side, planes, perImage, th, tw) = (tile.side, tiling.planes, tiling.perImage, tiling.tilesY, tiling.tilesX)
-    let (ph, pw) = (tiling.paddedHeight, tiling.paddedWidth)
+    let (side, planes, perImage) = (tile.side, tiling.planes, tiling.perImage)
     let (cp, op) = (vectorPadded(c), vectorPadded(o))
     let workers = min(kernelThreads, n), usize = planes * cp * op
     // Images per chunk: V and dM in 512 KB, as forward, but at least 64 tiles, so that each pass
@@ -197,8 +202,6 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
                     max((64 + perImage - 1) / perImage, (1 << 17) / (planes * (cp + op) * perImage), 1))
     let partials = Storage(zeros: workers * usize)
     let px = SharedPointer(x), pdy = SharedPointer(dy), pparts = SharedPointer(partials.pointer)
-    let (input, adjoint) = tile == .f2 ? (kernels.k.winograd_input, kernels.k.winograd_output_adjoint)
-                                       : (kernels.k.winograd4_input, kernels.k.winograd4_output_adjoint)
     parallelRun(workers) { worker in
         let images = n * worker / workers ..< n * (worker + 1) / workers
         let v = Storage(uninitializedCount: planes * chunk * perImage * cp)
@@ -207,10 +210,9 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
         let du = pparts + worker * usize, p = padded.pointer
         for n0 in Swift.stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
             let nb = min(chunk, images.upperBound - n0), tiles = nb * perImage
-            tiling.border(px.base, channels: c, images: n0 ..< n0 + nb, into: p, kernels: kernels)
-            input(p, nb, th, tw, ph, pw, cp, v.pointer)
-            tiling.border(pdy.base, channels: o, images: n0 ..< n0 + nb, into: p, kernels: kernels)
-            adjoint(p, nb, th, tw, ph, pw, op, dm.pointer)
+            tiling.transform(px.base, channels: c, images: n0 ..< n0 + nb, padded: p, into: v.pointer, kernels: kernels)
+            tiling.transform(pdy.base, channels: o, images: n0 ..< n0 + nb, adjoint: true, padded: p, into: dm.pointer,
+                             kernels: kernels)
             for xi in 0..<planes {
                 gemm(transposeA: true, m: cp, n: op, k: tiles, a: v.pointer + xi * tiles * cp, lda: cp,
                      b: dm.pointer + xi * tiles * op, ldb: op, beta: 1, c: du + xi * cp * op, ldc: op)
