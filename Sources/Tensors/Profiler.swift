@@ -14,6 +14,8 @@ public final class Profiler: @unchecked Sendable {
 
     public private(set) var forward: [String: Entry] = [:]
     public private(set) var backward: [String: Entry] = [:]
+    /// How many times each convolution's geometry ran forward: the shapes a model's passes use.
+    public private(set) var convolutions: [ConvGeometry: Int] = [:]
 
     public init() {}
 
@@ -31,6 +33,8 @@ public final class Profiler: @unchecked Sendable {
             forward[op, default: Entry()].calls += 1
         }
     }
+
+    static func noteConvolution(_ g: ConvGeometry) { current?.convolutions[g, default: 0] += 1 }
 
     /// Runs `body`, charging its time and `flops` to `op` when a profiler is installed.
     @inline(__always)

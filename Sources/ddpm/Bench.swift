@@ -16,7 +16,9 @@ struct Bench: ParsableCommand {
             With --preset, times training steps (forward, MSE loss, backward, AdamW) and gradient-free \
             forward passes on random data after warm-up, and prints images/s, GFLOP/s from the model's \
             own FLOP count (a multiply-add is 2; matrix products only, as torch's FlopCounter), the share \
-            of the machine's peak, and the peak memory (max RSS) of training.
+            of the machine's peak, and the peak memory (max RSS) of training. With --ops --only conv \
+            --preset NAME, times that U-Net's own 3x3 convolutions with every algorithm, and how far the \
+            algorithm the policy picks for each is from the fastest.
             """)
 
     @Flag(help: "Benchmark the kernels (sgemm, conv2d forward and backward, attention).") var ops = false
@@ -30,8 +32,11 @@ struct Bench: ParsableCommand {
     var peak: Double?
 
     func validate() throws {
-        guard ops != (preset != nil) else { throw ValidationError("say what to benchmark: --ops or --preset NAME") }
+        guard ops || preset != nil else { throw ValidationError("say what to benchmark: --ops or --preset NAME") }
         guard only == nil || ops else { throw ValidationError("--only goes with --ops") }
+        guard !ops || preset == nil || only == .conv else {
+            throw ValidationError("--ops with --preset times that preset's 3x3 convolutions: add --only conv")
+        }
         guard batchSize >= 1, steps >= 1 else { throw ValidationError("--batch-size and --steps must be at least 1") }
     }
 
@@ -39,7 +44,7 @@ struct Bench: ParsableCommand {
         let machine = Machine.current
         let peak = self.peak ?? machine.peak
         if !json { print(machine.summary + (self.peak == nil ? "" : "\npeak for the share column: \(Int(peak)) GFLOP/s (--peak)")) }
-        if let preset { return try benchModel(preset, machine: machine, peak: peak) }
+        if let preset, !ops { return try benchModel(preset, machine: machine, peak: peak) }
         runOps(peak: peak)
     }
 
@@ -147,28 +152,30 @@ struct Bench: ParsableCommand {
             printRow(name, seconds: seconds, flops: flops, reference: reference, peak: peak)
         }
         print("kernel benchmarks, \(kernelThreads) threads, peak \(Int(peak)) GFLOP/s; each the best of several runs; * marks the convolution algorithm in use")
-        print("shape".padding(toLength: 44, withPad: " ", startingAt: 0) + "   ms   GFLOP/s  peak   vs sgemm")
+        print("shape".padding(toLength: 50, withPad: " ", startingAt: 0) + "   ms   GFLOP/s  peak   vs sgemm")
         func wanted(_ family: KernelFamily) -> Bool { only == nil || only == family }
         for n in [512, 2048] where wanted(.sgemm) {
             let a = Tensor(shape: [n, n], repeating: 0.5), c = Tensor(zeros: [n, n])
             let t = bestTime { parallelGemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: a.pointer, ldb: n, c: c.pointer, ldc: n) }
             report("sgemm \(n)^3", seconds: t, flops: 2 * Double(n * n * n), reference: nil)
         }
-        for (channels, size) in [(32, 28), (64, 14), (128, 7), (64, 28), (128, 14), (256, 8), (256, 16), (128, 32), (256, 32)] where wanted(.conv) {
-            let g = ConvGeometry(batch: batchSize, channels: channels, height: size, width: size,
-                                 outChannels: channels, kernel: 3, stride: 1, padding: 1)
+        var policy = (forward: 0.0, backward: 0.0), fastest = (forward: 0.0, both: 0.0)
+        let shapes = wanted(.conv) ? convolutionShapes() : []
+        for (g, calls) in shapes {
+            let channels = g.channels, size = g.height
             // the convolution's own product alone, as the yardstick
             let m = g.outChannels, k = g.patch, w = g.batch * g.outPixels
             let wa = Tensor(shape: [m, k], repeating: 0.01), cols = Tensor(shape: [k, w], repeating: 0.5)
             let prod = Tensor(zeros: [m, w])
             let tg = bestTime { parallelGemm(m: m, n: w, k: k, a: wa.pointer, lda: k, b: cols.pointer, ldb: w, c: prod.pointer, ldc: w) }
-            let name = "conv3x3 \(channels)->\(channels) \(size)x\(size) b\(batchSize)"
+            let name = "conv3x3 \(channels)->\(g.outChannels) \(size)x\(size) b\(batchSize)" + (calls > 1 ? " (x\(calls))" : "")
             report("sgemm M=\(m) N=\(w) K=\(k)", seconds: tg, flops: g.flops, reference: nil)
             var rng = RandomGenerator(seed: 1)
             let x = Tensor.randomNormal([g.batch, channels, size, size], using: &rng)
-            let weight = Tensor.randomNormal([channels, channels, 3, 3], using: &rng, scale: 0.05)
-            let bias = Tensor(zeros: [channels]), y = Tensor(zeros: [g.batch, channels, size, size])
-            let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: weight.shape), db = Tensor(zeros: [channels])
+            let weight = Tensor.randomNormal([g.outChannels, channels, 3, 3], using: &rng, scale: 0.05)
+            let bias = Tensor(zeros: [g.outChannels]), y = Tensor(zeros: [g.batch, g.outChannels, size, size])
+            let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: weight.shape), db = Tensor(zeros: [g.outChannels])
+            var best = (forward: Double.infinity, both: Double.infinity)
             for algorithm in ConvAlgorithm.allCases where algorithm == .columns || isDirectConv(g) {
                 let tf = bestTime {
                     conv2dForward(g, x: x.pointer, weight: weight.pointer, bias: bias.pointer, y: y.pointer, algorithm: algorithm)
@@ -180,9 +187,40 @@ struct Bench: ParsableCommand {
                 let mark = ConvAlgorithm.best(for: g) == algorithm ? "*" : ""
                 report("\(name) fwd \(algorithm)\(mark)", seconds: tf, flops: g.flops, reference: tg)
                 report("\(name) bwd \(algorithm)\(mark)", seconds: tb, flops: 2 * g.flops, reference: 2 * tg)
+                if !mark.isEmpty { policy.forward += Double(calls) * tf; policy.backward += Double(calls) * tb }
+                best = (min(best.forward, tf), min(best.both, tf + tb))
             }
+            fastest.forward += Double(calls) * best.forward; fastest.both += Double(calls) * best.both
+        }
+        if preset != nil && !shapes.isEmpty {
+            print(String(format: "these convolutions, each as often as one pass runs it: %.1f ms forward and %.1f ms backward "
+                         + "with the algorithms marked *; with the fastest per shape %.1f ms forward (%.0f%% of the marked) "
+                         + "and %.1f ms both ways (%.0f%%)", 1000 * policy.forward, 1000 * policy.backward,
+                         1000 * fastest.forward, 100 * fastest.forward / policy.forward,
+                         1000 * fastest.both, 100 * fastest.both / (policy.forward + policy.backward)))
         }
         if wanted(.attention) { benchAttention(peak: peak) }
+    }
+
+    /// The 3x3 convolutions to time, with how many times a forward pass runs each: with --preset,
+    /// that U-Net's own (from one recorded pass); otherwise square ones at the presets' sizes.
+    func convolutionShapes() -> [(ConvGeometry, calls: Int)] {
+        guard let preset else {
+            return [(32, 28), (64, 14), (128, 7), (64, 28), (128, 14), (256, 8), (256, 16), (128, 32), (256, 32)].map { c, size in
+                (ConvGeometry(batch: batchSize, channels: c, height: size, width: size, outChannels: c, kernel: 3, stride: 1, padding: 1), 1)
+            }
+        }
+        var rng = RandomGenerator(seed: 0)
+        let config = preset.config
+        let unet = UNet2DModel(config: config, using: &rng)
+        let x = Tensor.randomNormal([batchSize, config.inChannels, config.sampleSize, config.sampleSize], using: &rng)
+        let recorder = Profiler()
+        Profiler.current = recorder
+        _ = withoutGradients { unet(x, timesteps: [Float](repeating: 500, count: batchSize)) }
+        Profiler.current = nil
+        return recorder.convolutions.filter { isDirectConv($0.key) }
+            .sorted { ($0.key.height, $0.key.channels, $0.key.outChannels) > ($1.key.height, $1.key.channels, $1.key.outChannels) }
+            .map { ($0.key, $0.value) }
     }
 
     /// Attention at the presets' shapes: fmnist's 14x14 (8 heads of 8) and 7x7 (16 of 8), cifar10's 16x16 (1 of 256);
@@ -226,7 +264,7 @@ struct Bench: ParsableCommand {
     func printRow(_ name: String, seconds: Double, flops: Double, reference: Double?, peak: Double) {
         let gflops = flops / seconds / 1e9
         let ratio = reference.map { String(format: "%7.2fx", $0 / seconds) } ?? ""
-        print(name.padding(toLength: 44, withPad: " ", startingAt: 0)
+        print(name.padding(toLength: 50, withPad: " ", startingAt: 0)
               + String(format: " %6.2f  %7.1f  %3.0f%%  ", seconds * 1000, gflops, 100 * gflops / peak) + ratio)
     }
 }

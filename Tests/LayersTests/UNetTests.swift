@@ -14,6 +14,25 @@ import TestSupport
         #expect(preset.config.parameters == Double(expected))
     }
 
+    /// A profiler lists the convolutions a pass runs (what `ddpm bench --ops --only conv --preset`
+    /// times): as many calls and FLOPs as it charged to the conv ops, conv_in's geometry among them.
+    @Test func profilerListsConvolutions() {
+        var rng = RandomGenerator(seed: 0)
+        let config = UNetConfig.Preset.tiny.config
+        let unet = UNet2DModel(config: config, using: &rng)
+        let x = Tensor.randomNormal([3, config.inChannels, config.sampleSize, config.sampleSize], using: &rng)
+        let profiler = Profiler()
+        Profiler.current = profiler
+        _ = withoutGradients { unet(x, timesteps: [1, 500, 999]) }
+        Profiler.current = nil
+        let convOps = profiler.forward.filter { $0.key.hasPrefix("conv") }.values
+        #expect(profiler.convolutions.values.reduce(0, +) == convOps.reduce(0) { $0 + $1.calls })
+        #expect(profiler.convolutions.reduce(0) { $0 + Double($1.value) * $1.key.flops } == convOps.reduce(0) { $0 + $1.flops })
+        let convIn = ConvGeometry(batch: 3, channels: config.inChannels, height: config.sampleSize, width: config.sampleSize,
+                                  outChannels: config.blockOutChannels[0], kernel: 3, stride: 1, padding: 1)
+        #expect(profiler.convolutions[convIn] == 1)
+    }
+
     /// The count a config promises before anything is built equals the built model's, for every
     /// preset and fixture (class tables, class MLPs, no attention in the mid block, odd groups).
     @Test func parametersWithoutBuilding() throws {

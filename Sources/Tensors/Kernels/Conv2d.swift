@@ -9,7 +9,7 @@ import Dispatch
 /// each output pixel of each image, the input pixel under kernel tap (i, j) of channel c (0 in the
 /// padding). Then y_chunk [O, nb Ho Wo] = weight [O, C kh kw] x columns, scattered back to NCHW.
 
-public struct ConvGeometry: Sendable, Equatable {
+public struct ConvGeometry: Sendable, Hashable {
     public var batch, channels, height, width: Int
     public var outChannels, kernelHeight, kernelWidth, stride: Int
     public var padTop, padLeft, padBottom, padRight: Int
@@ -36,7 +36,6 @@ public struct ConvGeometry: Sendable, Equatable {
     public var outPixels: Int { outHeight * outWidth }
     /// Multiply-adds x 2 of the forward pass.
     public var flops: Double { 2 * Double(batch * outChannels * outPixels * patch) }
-
 }
 
 /// Fills columns [C kh kw, nb Ho Wo] from images n0 ..< n0 + nb of x.

@@ -63,6 +63,7 @@ extension Tensor {
         let out = Storage(uninitializedCount: g.batch * g.outChannels * g.outPixels)
         if let residual { out.pointer.update(from: residual.pointer, count: out.count) }
         let op = "conv\(g.kernelHeight)x\(g.kernelWidth)"
+        Profiler.noteConvolution(g)
         Profiler.measure(op, flops: g.flops) {
             conv2dForward(g, x: pointer, weight: weight.pointer, bias: bias?.pointer, shift: shift?.pointer,
                           accumulate: residual != nil, y: out.pointer)
