@@ -138,26 +138,29 @@ struct ConvPlan {
 public enum ConvAlgorithm: String, Sendable, CaseIterable {
     case columns, direct, winograd, winograd4x4
 
-    /// Whichever measured faster (`ddpm bench --ops`, best of several alternating runs). The direct
-    /// kernel wins by 10-60% over im2col at 14x14 and 28x28, most at few channels; at 7x7, with 8
-    /// images side by side in each vector, by 20% forward and 7% backward (below 7 pixels, untried).
-    /// F(4x4) wins from 32 channels in and out when each core has enough of its tiles per channel
-    /// that each transformed kernel it reads serves many tiles: 4 per channel, or 2 where the sides
-    /// are multiples of 4 and no tile is ragged (Zen 3, forward, batch 64: 32 -> 32 at 28x28 1.5x over
-    /// direct, 64 -> 64 at 28x28 2.2x, 128 -> 128 at 14x14 1.5x, 64 -> 64 at 14x14 1.13x; batch 16,
-    /// 1 tile per channel: 128 -> 128 at 14x14 1.3x slower than F(2x2), 256 -> 256 at 8x8 2x
-    /// slower; Zen 4, batch 16, 2 per channel: 256 -> 256 at 32x32 1.45x faster than F(2x2) forward
-    /// and 1.3x backward, but 64 -> 64 at 14x14, ragged, 1.7x slower). Otherwise F(2x2) from 64
-    /// channels (1.06-1.4x over direct), else direct. Winograd splits the batch across cores by
-    /// images, so a batch smaller than the cores goes direct.
+    /// Whichever measured faster (`ddpm bench --ops --only conv --preset NAME` times a preset's own
+    /// shapes with each algorithm and sums how far this choice is from the fastest per shape).
+    ///
+    /// F(4x4) from 32 channels where two things hold. Its tiles cover the plane no worse than
+    /// F(2x2)'s: each side's half, rounded up, is even (7, 8, 16, 28, 32; at 7 both pad to 8), not 14, which
+    /// F(4x4) pads to 16 and F(2x2) does not. And each core has at least one of its tiles per 4
+    /// channels (of the larger side), so that each transformed kernel it reads serves enough tiles.
+    /// Otherwise F(2x2) from 32 channels, else the direct kernel (10-60% faster than im2col from 7
+    /// pixels up), which also takes a batch smaller than the cores (Winograd splits the batch across
+    /// cores by images). Evidence: on Zen 5
+    /// (family 26) this rule is within 0-3% of the fastest per shape, forward and backward, on
+    /// fmnist at batches 16 and 64 and cifar10 at 16, where the rule before it (F(4x4) from 2 tiles
+    /// per channel, 4 when ragged) was 5-20% behind: it took F(4x4) at 14x14, 1.3-1.5x slower there
+    /// than F(2x2) (as on Zen 4 and Zen 3 at batch 16), and F(2x2) at 7x7 and 16x16, 1.2-1.5x slower
+    /// than F(4x4). Below one tile per 8 channels F(4x4) lost: 256 -> 256 at 8x8, batch 16, by 10%
+    /// on Zen 5 and 2x on Zen 3. Planes under 7 pixels go to im2col.
     public static func best(for g: ConvGeometry) -> ConvAlgorithm {
         guard isDirectConv(g) && g.width >= 7 else { return .columns }
         let channels = min(g.channels, g.outChannels)
-        guard g.batch >= kernelThreads else { return .direct }
+        guard g.batch >= kernelThreads, channels >= 32 else { return .direct }
         let tilesPerCore = (g.batch + kernelThreads - 1) / kernelThreads * ((g.height + 3) / 4) * ((g.width + 3) / 4)
-        let perChannel = g.height % 4 == 0 && g.width % 4 == 0 ? 2 : 4
-        if channels >= 32 && tilesPerCore >= perChannel * max(g.channels, g.outChannels) { return .winograd4x4 }
-        return channels >= 64 ? .winograd : .direct
+        let evenHalves = (g.height + 1) / 2 % 2 == 0 && (g.width + 1) / 2 % 2 == 0
+        return evenHalves && 4 * tilesPerCore >= max(g.channels, g.outChannels) ? .winograd4x4 : .winograd
     }
 
     /// The tile of the two Winograd algorithms.
