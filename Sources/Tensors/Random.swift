@@ -7,15 +7,17 @@ public struct RandomGenerator: RandomNumberGenerator, Codable, Equatable, Sendab
     public var state: [UInt64]
 
     public init(seed: UInt64) {
-        var x = seed
-        func splitMix() -> UInt64 {
-            x &+= 0x9E37_79B9_7F4A_7C15
-            var z = x
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        state = [splitMix(), splitMix(), splitMix(), splitMix()]
+        state = (1...4).map { Self.splitMix64(seed, $0) }
+    }
+
+    /// Word `index` of the SplitMix64 stream that starts at `seed` (Steele, Lea & Flood): a hash
+    /// of (seed, index), so that any word can be had without the ones before it.
+    @inline(__always)
+    public static func splitMix64(_ seed: UInt64, _ index: Int) -> UInt64 {
+        var z = seed &+ UInt64(truncatingIfNeeded: index) &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 
     public mutating func next() -> UInt64 {

@@ -14,6 +14,14 @@ import Tensors
         #expect(RandomGenerator(seed: 1).state != RandomGenerator(seed: 2).state)
     }
 
+    /// SplitMix64 from seed 0 gives the published first words, and seeds the generator's state
+    /// with words 1 to 4, as it always has.
+    @Test func splitMixMatchesPublishedWords() {
+        #expect(RandomGenerator.splitMix64(0, 1) == 0xE220_A839_7B1D_CDAF)
+        #expect(RandomGenerator.splitMix64(0, 2) == 0x6E78_9E6A_A1B9_65F4)
+        #expect(RandomGenerator(seed: 0).state == (1...4).map { RandomGenerator.splitMix64(0, $0) })
+    }
+
     /// Pins the generator's output, so a change to it (which would change every seeded result) is seen.
     /// Normals handed out in pieces of any size (odd ones leave a partner waiting) are the values
     /// of one call, and skipping them leaves the generator where that call does.

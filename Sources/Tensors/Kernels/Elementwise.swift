@@ -47,6 +47,37 @@ public func siluNaive(_ x: Float) -> (y: Float, dydx: Float) {
     return (Float(v * s), Float(s * (1 + v * (1 - s))))
 }
 
+// MARK: - Dropout
+
+/// Inverted dropout: mask[i] = 0 with probability p, else 1 / (1 - p), and y = x * mask. Element
+/// i's uniform is word i of a SplitMix64 stream seeded by `key`, computed on its own, so the mask
+/// is the same however the elements are split across cores.
+public func dropoutForward(_ x: UnsafePointer<Float>, p: Float, key: UInt64,
+                           mask: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    let keep = 1 / (1 - p)
+    let xs = SharedPointer(x), ms = SharedPointer(mask), ys = SharedPointer(y)
+    parallelFor(count, cost: 8) { r in
+        for i in r {
+            let m = dropoutUniform(key, i) < p ? 0 : keep
+            ms[i] = m
+            ys[i] = xs[i] * m
+        }
+    }
+}
+
+/// dx += dy * mask.
+public func dropoutBackward(_ dy: UnsafePointer<Float>, mask: UnsafePointer<Float>,
+                            _ dx: UnsafeMutablePointer<Float>, count: Int) {
+    let gs = SharedPointer(dy), ms = SharedPointer(mask), ds = SharedPointer(dx)
+    parallelFor(count) { r in for i in r { ds[i] += gs[i] * ms[i] } }
+}
+
+/// Element i's uniform in [0, 1) under `key`, 24 random bits.
+@inline(__always)
+func dropoutUniform(_ key: UInt64, _ i: Int) -> Float {
+    Float(RandomGenerator.splitMix64(key, i) >> 40) * 0x1p-24
+}
+
 // MARK: - Broadcasting
 
 public enum BinaryOperator: Sendable { case add, subtract, multiply }

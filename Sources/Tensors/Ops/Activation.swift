@@ -23,18 +23,18 @@ extension Tensor {
     }
 
     /// Inverted dropout: zeroes each element with probability p and scales survivors by 1/(1-p).
-    /// The identity when p is 0.
+    /// The identity when p is 0. One word of `rng` keys the whole mask (see `dropoutForward`).
     public func dropout(_ p: Float, using rng: inout RandomGenerator) -> Tensor {
         precondition(p >= 0 && p < 1, "dropout probability \(p) is outside [0, 1)")
         if p == 0 { return self }
-        let mask = Storage(uninitializedCount: count), keep = 1 / (1 - p)
-        for i in 0..<count { mask.pointer[i] = rng.uniform() < p ? 0 : keep }
-        let out = Storage(uninitializedCount: count)
-        for i in 0..<count { out.pointer[i] = pointer[i] * mask.pointer[i] }
+        let key = rng.next()
+        let mask = Storage(uninitializedCount: count), out = Storage(uninitializedCount: count)
+        Profiler.measure("dropout") {
+            dropoutForward(pointer, p: p, key: key, mask: mask.pointer, out.pointer, count: count)
+        }
         let n = node
         return Tensor.result(shape, out, inputs: [self], op: "dropout") { g in
-            let d = n!.gradientStorage().pointer
-            for i in 0..<g.count { d[i] += g.pointer[i] * mask.pointer[i] }
+            dropoutBackward(g.pointer, mask: mask.pointer, n!.gradientStorage().pointer, count: g.count)
         }
     }
 }
