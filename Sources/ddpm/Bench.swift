@@ -100,16 +100,18 @@ struct Bench: ParsableCommand {
                          forwardRate, forwardGflops, 100 * forwardGflops / peak))
         }
         if profile && !json {
+            // "the rest" is the profiled steps' own wall time less their ops: the timed runs above
+            // may run at another clock, and subtracting from them can even give a negative rest
             let p = Profiler()
             Profiler.current = p
-            for _ in 0..<steps { trainStep() }
+            let profiledTrain = time(runs: 1) { for _ in 0..<steps { trainStep() } }
             Profiler.current = nil
-            printProfile(p, title: "training steps", wall: trainSeconds * Double(steps))
+            printProfile(p, title: "training steps", wall: profiledTrain)
             let f = Profiler()
             Profiler.current = f
-            for _ in 0..<steps { forward() }
+            let profiledForward = time(runs: 1) { for _ in 0..<steps { forward() } }
             Profiler.current = nil
-            printProfile(f, title: "gradient-free forward passes", wall: forwardSeconds * Double(steps))
+            printProfile(f, title: "gradient-free forward passes", wall: profiledForward)
         }
     }
 
