@@ -226,7 +226,7 @@ struct Bench: ParsableCommand {
     }
 
     /// Attention at the presets' shapes: fmnist's 14x14 (8 heads of 8) and 7x7 (16 of 8), cifar10's 16x16 (1 of 256);
-    /// forward keeping the probabilities (training) and without (sampling).
+    /// forward keeping what the backward pass needs (training) and not (sampling).
     func benchAttention(peak: Double) {
         func report(_ name: String, seconds: Double, flops: Double, reference: Double?) {
             printRow(name, seconds: seconds, flops: flops, reference: reference, peak: peak)
@@ -236,14 +236,14 @@ struct Bench: ParsableCommand {
             var rng = RandomGenerator(seed: 2)
             let q = Tensor.randomNormal([b, l, h * d], using: &rng), k = Tensor.randomNormal(q.shape, using: &rng)
             let v = Tensor.randomNormal(q.shape, using: &rng), o = Tensor(zeros: q.shape)
-            let p = Tensor(zeros: [b, h, l, l]), dq = Tensor(zeros: q.shape), dk = Tensor(zeros: q.shape), dv = Tensor(zeros: q.shape)
+            let saved = Tensor(zeros: [g.savedCount]), dq = Tensor(zeros: q.shape), dk = Tensor(zeros: q.shape), dv = Tensor(zeros: q.shape)
             let name = "attention b\(b) L=\(l) \(h)x\(d)"
-            let tf = bestTime { attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: o.pointer, probabilities: p.pointer) }
+            let tf = bestTime { attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: o.pointer, saved: saved.pointer) }
             report(name + " fwd", seconds: tf, flops: g.flops, reference: nil)
-            let ti = bestTime { attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: o.pointer, probabilities: nil) }
+            let ti = bestTime { attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: o.pointer, saved: nil) }
             report(name + " fwd, sampling", seconds: ti, flops: g.flops, reference: nil)
             let tb = bestTime {
-                attentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer, dout: o.pointer,
+                attentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, saved: saved.pointer, dout: o.pointer,
                                   dq: dq.pointer, dk: dk.pointer, dv: dv.pointer)
             }
             report(name + " bwd", seconds: tb, flops: 2 * g.flops, reference: nil)

@@ -174,13 +174,14 @@ import TestSupport
         #expect(maxAbsDifference(fast, slow) < 1e-5)
         for kernels in KernelSet.available {
             let out = Tensor(zeros: q.shape)
-            attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: nil, kernels: kernels)
+            attentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, saved: nil, kernels: kernels)
             #expect(maxAbsDifference(out, slow) < 1e-5, "\(kernels)")
         }
     }
 
     /// The small-head kernels against the BLAS path, at lengths that reach their vector loops and
-    /// ragged tails; gradients accumulate onto what dq, dk, dv held.
+    /// ragged tails; gradients accumulate onto what dq, dk, dv held. The small heads' backward pass
+    /// recomputes the probabilities from the forward's log-sum-exps, BLAS's reads them.
     @Test(arguments: [(2, 49, 8), (1, 37, 5), (3, 20, 16), (2, 9, 8), (1, 6, 4)])
     func smallHeadAttentionMatchesBLAS(shape: (heads: Int, length: Int, headDim: Int)) {
         let g = AttentionGeometry(batch: 2, length: shape.length, heads: shape.heads, headDim: shape.headDim)
@@ -188,19 +189,21 @@ import TestSupport
         let k = randomTensor(q.shape, seed: 31), v = randomTensor(q.shape, seed: 32), dout = randomTensor(q.shape, seed: 33)
         var results: [[Tensor]] = []
         for small in KernelSet.available.map(Optional.some) + [nil] {  // nil: BLAS, the reference, last
-            let out = Tensor(zeros: q.shape), p = Tensor(zeros: [2, shape.heads, g.length, g.length])
+            let out = Tensor(zeros: q.shape)
             let dq = randomTensor(q.shape, seed: 34), dk = randomTensor(q.shape, seed: 35), dv = randomTensor(q.shape, seed: 36)
             if let kernels = small {
-                smallHeadAttentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: p.pointer,
+                let lse = Tensor(zeros: [2, shape.heads, g.length])
+                smallHeadAttentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, logSumExp: lse.pointer,
                                           kernels: kernels)
-                smallHeadAttentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer,
+                smallHeadAttentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, logSumExp: lse.pointer,
                                            dout: dout.pointer, dq: dq.pointer, dk: dk.pointer, dv: dv.pointer, kernels: kernels)
             } else {
+                let p = Tensor(zeros: [2, shape.heads, g.length, g.length])
                 blasAttentionForward(g, q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, probabilities: p.pointer)
                 blasAttentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: p.pointer,
                                       dout: dout.pointer, dq: dq.pointer, dk: dk.pointer, dv: dv.pointer)
             }
-            results.append([out, p, dq, dk, dv])
+            results.append([out, dq, dk, dv])
         }
         for (set, result) in zip(KernelSet.available, results) {
             for (fast, reference) in zip(result, results.last!) {

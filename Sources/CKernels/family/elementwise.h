@@ -30,23 +30,22 @@ static void K(silu_affine_backward)(const float *x, float scale, float shift, co
     }
 }
 
-// row = exp(row - max(row)) in place; returns the row's sum. A row of at least one vector ends
-// with one more vector that overlaps the last whole one: its exponentials are taken before the
-// whole vectors are overwritten, and stored after them (the overlapping lanes get the same values
+// row = exp(row - shift) in place; returns the row's sum. A row of at least one vector ends with
+// one more vector that overlaps the last whole one: its exponentials are taken before the whole
+// vectors are overwritten, and stored after them (the overlapping lanes get the same values
 // again); the sum counts only its lanes past the whole vectors. Shorter rows go lane by lane.
-static float K(exp_row)(float *row, long n) {
-    float m = K(maximum)(row, n);
+static float K(exp_shift_row)(float *row, long n, float shift) {
     if (n < VL) {
         float s = 0;
-        for (long i = 0; i < n; i++) { row[i] = sexp(row[i] - m); s += row[i]; }
+        for (long i = 0; i < n; i++) { row[i] = sexp(row[i] - shift); s += row[i]; }
         return s;
     }
     long whole = n / VL * VL;
-    vf tail = vexp(vload(row + n - VL) - m), fresh;
+    vf tail = vexp(vload(row + n - VL) - shift), fresh;
     for (int lane = 0; lane < VL; lane++) fresh[lane] = lane >= VL - (n - whole) ? 1.0f : 0.0f;
     vf total = tail * fresh;
     for (long i = 0; i < whole; i += VL) {
-        vf e = vexp(vload(row + i) - m);
+        vf e = vexp(vload(row + i) - shift);
         vstore(row + i, e);
         total += e;
     }
@@ -55,7 +54,7 @@ static float K(exp_row)(float *row, long n) {
 }
 
 static void K(softmax_row)(float *row, long n) {
-    float inv = 1.0f / K(exp_row)(row, n);
+    float inv = 1.0f / K(exp_shift_row)(row, n, K(maximum)(row, n));
     long i = 0;
     for (; i + VL <= n; i += VL) vstore(row + i, vload(row + i) * inv);
     for (; i < n; i++) row[i] *= inv;

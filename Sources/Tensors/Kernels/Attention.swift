@@ -3,8 +3,12 @@ import Foundation
 /// Scaled dot-product attention (Vaswani et al. 2017) over heads packed side by side.
 ///
 /// q, k, v, out: [B, L, H d] (token-major, heads contiguous within a token, as a linear layer
-/// writes them); probabilities saved for backward: [B, H, L, L]. In the forward pass q, k and v may
-/// be thirds of one product [B, L, 3 H d] (`tokenStride` 3 H d), read in place.
+/// writes them). What the forward pass keeps for the backward one (`AttentionGeometry.savedCount`)
+/// depends on the head size: BLAS's heads keep the probabilities [B, H, L, L]; small heads keep
+/// each query row's log-sum-exp [B, H, L] and recompute their probabilities, as FlashAttention
+/// does (Dao et al. 2022), so that training does not hold B H L^2 floats per attention layer.
+/// In the forward pass q, k and v may be thirds of one product [B, L, 3 H d] (`tokenStride`
+/// 3 H d), read in place.
 /// For each (b, h): S = Q K^T / sqrt(d), P = softmax(S) by rows, O = P V. Each product is one sgemm
 /// reading the head's columns through the leading dimension, so heads are never copied out.
 
@@ -18,6 +22,11 @@ public struct AttentionGeometry: Sendable {
         self.tokenStride = tokenStride ?? heads * headDim
     }
     var width: Int { heads * headDim }
+    /// Whether the heads are small enough for `smallHeadAttentionForward` (BLAS does not pay).
+    var smallHeads: Bool { headDim <= smallHeadLimit }
+    /// Floats the forward pass keeps for the backward pass: each query row's log-sum-exp [B, H, L]
+    /// for small heads, the probabilities [B, H, L, L] otherwise.
+    public var savedCount: Int { batch * heads * length * (smallHeads ? 1 : length) }
     var scale: Float { 1 / Float(headDim).squareRoot() }
     /// Multiply-adds x 2 of the forward pass (QK^T and PV).
     public var flops: Double { 4 * Double(batch * heads * length * length * headDim) }
@@ -47,15 +56,15 @@ public func softmaxRowsBackward(_ y: UnsafePointer<Float>, _ dy: UnsafePointer<F
 /// Heads up to this size use `smallHeadAttentionForward`; larger ones BLAS per (batch, head).
 let smallHeadLimit = 32
 
-/// `probabilities` [B, H, L, L] receives softmax(QK^T / sqrt(d)) for the backward pass; pass nil
-/// when there is none (sampling), and small heads keep only one row at a time.
+/// `saved` (`g.savedCount` floats) receives what the backward pass needs; pass nil when there is
+/// none (sampling).
 public func attentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                              v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                             probabilities: UnsafeMutablePointer<Float>?, kernels: KernelSet = .active) {
-    if g.headDim <= smallHeadLimit {
-        return smallHeadAttentionForward(g, q: q, k: k, v: v, out: out, probabilities: probabilities, kernels: kernels)
+                             saved: UnsafeMutablePointer<Float>?, kernels: KernelSet = .active) {
+    if g.smallHeads {
+        return smallHeadAttentionForward(g, q: q, k: k, v: v, out: out, logSumExp: saved, kernels: kernels)
     }
-    blasAttentionForward(g, q: q, k: k, v: v, out: out, probabilities: probabilities, kernels: kernels)
+    blasAttentionForward(g, q: q, k: k, v: v, out: out, probabilities: saved, kernels: kernels)
 }
 
 /// One sgemm per product and (batch, head).
@@ -77,17 +86,18 @@ func blasAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: Un
     }
 }
 
-/// Adds dq, dk, dv. dP = dO V^T; dS = softmax backward; dQ = dS K s; dK = dS^T Q s; dV = P^T dO.
+/// Adds dq, dk, dv from what the forward pass `saved`. dP = dO V^T; dS = softmax backward;
+/// dQ = dS K s; dK = dS^T Q s; dV = P^T dO.
 public func attentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-                              v: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                              v: UnsafePointer<Float>, saved: UnsafePointer<Float>,
                               dout: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
                               dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
     precondition(g.tokenStride == g.width, "attention backward: q, k and v are separate [B, L, H d]")
-    if g.headDim <= smallHeadLimit {
-        return smallHeadAttentionBackward(g, q: q, k: k, v: v, probabilities: probabilities, dout: dout, dq: dq, dk: dk, dv: dv,
+    if g.smallHeads {
+        return smallHeadAttentionBackward(g, q: q, k: k, v: v, logSumExp: saved, dout: dout, dq: dq, dk: dk, dv: dv,
                                           kernels: kernels)
     }
-    blasAttentionBackward(g, q: q, k: k, v: v, probabilities: probabilities, dout: dout, dq: dq, dk: dk, dv: dv, kernels: kernels)
+    blasAttentionBackward(g, q: q, k: k, v: v, probabilities: saved, dout: dout, dq: dq, dk: dk, dv: dv, kernels: kernels)
 }
 
 func blasAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
@@ -146,17 +156,20 @@ public func attentionNaive(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
 /// one (batch, head) pair per task, split across cores. K (scaled by 1/sqrt(d)) and V are
 /// transposed into [d, L] scratch so that every inner loop runs over L contiguous floats, and
 /// query rows go two at a time so that each vector of K^T or V^T loaded serves both: a row of
-/// scores is sum_e q[i, e] K^T[e, :], an output element dot(P[i, :], V^T[e, :]).
+/// scores is sum_e q[i, e] K^T[e, :], an output element dot(P[i, :], V^T[e, :]). A row's
+/// exponentials are not divided by their sum; its d outputs are. `logSumExp` [B, H, L], when
+/// given, receives max + log(sum) of each row of scores, from which the backward pass recomputes
+/// the row's probabilities.
 func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                               probabilities: UnsafeMutablePointer<Float>?, kernels: KernelSet = .active) {
+                               logSumExp: UnsafeMutablePointer<Float>?, kernels: KernelSet = .active) {
     let (l, w, d, scale, s) = (g.length, g.width, g.headDim, g.scale, g.tokenStride)
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v)
-    let po = SharedPointer(out), pp = probabilities.map { SharedPointer($0) }
+    let po = SharedPointer(out), plse = logSumExp.map { SharedPointer($0) }
     parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
         let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l + 2 * l + 2 * d)
         defer { kt.deallocate() }
-        let vt = kt + d * l, scratch = vt + d * l, dump = scratch + 2 * l
+        let vt = kt + d * l, row0 = vt + d * l, row1 = row0 + l, dump = row1 + l
         for pair in pairs {
             let head = pair % g.heads * d, off = pair / g.heads * l * s + head, outOff = pair / g.heads * l * w + head
             transposeHead(pk + off, rows: l, width: s, headDim: d, scale: scale, into: kt)
@@ -164,18 +177,16 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
             for i in stride(from: 0, to: l, by: 2) {
                 // an odd last row goes twice, its copy's results to scratch
                 let i1 = min(i + 1, l - 1), twin = i1 == i
-                let row0 = pp.map { $0 + (pair * l + i) * l } ?? scratch
-                let row1 = twin ? scratch + l : pp.map { $0 + (pair * l + i1) * l } ?? scratch + l
                 let out0 = po + outOff + i * w, out1 = twin ? dump : po + outOff + i1 * w
                 kernels.k.attention_score_rows(pq + off + i * s, pq + off + i1 * s, kt, l, d, row0, row1)
-                if pp != nil {
-                    kernels.k.softmax_row(row0, l)
-                    kernels.k.softmax_row(row1, l)
-                    kernels.k.attention_weighted_rows(row0, row1, vt, l, d, out0, out1)
-                } else {  // nothing keeps the rows: divide the d outputs by the sums instead of the L scores
-                    let inv0 = 1 / kernels.k.exp_row(row0, l), inv1 = 1 / kernels.k.exp_row(row1, l)
-                    kernels.k.attention_weighted_rows(row0, row1, vt, l, d, out0, out1)
-                    for e in 0..<d { out0[e] *= inv0; out1[e] *= inv1 }
+                let max0 = kernels.k.maximum(row0, l), max1 = kernels.k.maximum(row1, l)
+                let sum0 = kernels.k.exp_shift_row(row0, l, max0), sum1 = kernels.k.exp_shift_row(row1, l, max1)
+                kernels.k.attention_weighted_rows(row0, row1, vt, l, d, out0, out1)
+                let inv0 = 1 / sum0, inv1 = 1 / sum1
+                for e in 0..<d { out0[e] *= inv0; out1[e] *= inv1 }
+                if let plse {
+                    plse[pair * l + i] = max0 + log(sum0)
+                    if !twin { plse[pair * l + i1] = max1 + log(sum1) }
                 }
             }
         }
@@ -183,31 +194,35 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
 }
 
 /// The backward pass of `smallHeadAttentionForward`, per (batch, head), in two sweeps.
-/// Over pairs of query rows: dP[i, :] = sum_e dO[i, e] V^T[e, :] (as scores are made),
-/// dS = P (dP - dot(P, dP)) kept for the head, and dQ[i, e] += dot(dS[i, :], s K^T[e, :]) (as outputs
-/// are). Then over the whole head: dV^T = dO^T P and dK^T = s Q^T dS, register-blocked sums of outer
-/// products, added into dV and dK. Nothing is read and written back per row.
+/// Over pairs of query rows: P[i, :] = exp(s q[i] K^T - logSumExp[i]), recomputed from the same
+/// kernel that made the forward pass's scores; dP[i, :] = sum_e dO[i, e] V^T[e, :];
+/// dS = P (dP - dot(P, dP)); dQ[i, e] += dot(dS[i, :], s K^T[e, :]). P and dS are kept for the
+/// head, in L^2 scratch per core. Then over the whole head: dV^T = dO^T P and dK^T = s Q^T dS,
+/// register-blocked sums of outer products, added into dV and dK.
 func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-                                v: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                                v: UnsafePointer<Float>, logSumExp: UnsafePointer<Float>,
                                 dout: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
                                 dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
     let (l, w, d, scale) = (g.length, g.width, g.headDim, g.scale)
-    let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), pp = SharedPointer(probabilities)
+    let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), plse = SharedPointer(logSumExp)
     let pdo = SharedPointer(dout), pdq = SharedPointer(dq), pdk = SharedPointer(dk), pdv = SharedPointer(dv)
-    parallelFor(g.batch * g.heads, cost: 8 * l * l * d) { pairs in
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * d * l + l * l + 4 * d)
+    parallelFor(g.batch * g.heads, cost: 10 * l * l * d) { pairs in
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * d * l + 2 * l * l + 2 * d)
         defer { scratch.deallocate() }
-        let kt = scratch, vt = kt + d * l, t = vt + d * l, ds = t + d * l, rows = ds + l * l
+        let kt = scratch, vt = kt + d * l, t = vt + d * l, p = t + d * l, ds = p + l * l, rows = ds + l * l
         for pair in pairs {
-            let off = pair / g.heads * l * w + pair % g.heads * d, p = pp + pair * l * l
+            let off = pair / g.heads * l * w + pair % g.heads * d, lse = plse + pair * l
             transposeHead(pk + off, rows: l, width: w, headDim: d, scale: scale, into: kt)
             transposeHead(pv + off, rows: l, width: w, headDim: d, into: vt)
             for i in stride(from: 0, to: l, by: 2) {
-                let i1 = min(i + 1, l - 1)  // an odd last row goes twice
-                let ds0 = ds + i * l, ds1 = ds + i1 * l
+                let i1 = min(i + 1, l - 1)  // an odd last row goes twice, onto itself
+                let p0 = p + i * l, p1 = p + i1 * l, ds0 = ds + i * l, ds1 = ds + i1 * l
+                kernels.k.attention_score_rows(pq + off + i * w, pq + off + i1 * w, kt, l, d, p0, p1)
+                _ = kernels.k.exp_shift_row(p0, l, lse[i])
+                if i1 != i { _ = kernels.k.exp_shift_row(p1, l, lse[i1]) }
                 kernels.k.attention_score_rows(pdo + off + i * w, pdo + off + i1 * w, vt, l, d, ds0, ds1)
-                kernels.k.softmax_backward_row(p + i * l, ds0, l)
-                if i1 != i { kernels.k.softmax_backward_row(p + i1 * l, ds1, l) }
+                kernels.k.softmax_backward_row(p0, ds0, l)
+                if i1 != i { kernels.k.softmax_backward_row(p1, ds1, l) }
                 kernels.k.attention_weighted_rows(ds0, ds1, kt, l, d, rows, rows + d)
                 let dq0 = pdq + off + i * w
                 for e in 0..<d { dq0[e] += rows[e] }

@@ -7,12 +7,12 @@ public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
     let g = AttentionGeometry(batch: query.shape[0], length: query.shape[1], heads: heads,
                               headDim: query.shape[2] / heads)
     let out = Storage(uninitializedCount: query.count)
-    // the probabilities [B, H, L, L] are kept only when a backward pass will need them
+    // what the backward pass needs (probabilities, or small heads' log-sum-exps) is kept only when there is one
     let recording = GradientRecording.isOn && [query, key, value].contains { $0.node != nil }
-    let probabilities = Storage(uninitializedCount: recording ? g.batch * heads * g.length * g.length : 0)
+    let saved = Storage(uninitializedCount: recording ? g.savedCount : 0)
     Profiler.measure("attention", flops: g.flops) {
         attentionForward(g, q: query.pointer, k: key.pointer, v: value.pointer, out: out.pointer,
-                         probabilities: recording ? probabilities.pointer : nil)
+                         saved: recording ? saved.pointer : nil)
     }
     let nq = query.node, nk = key.node, nv = value.node
     let q = query.storage, k = key.storage, v = value.storage
@@ -21,7 +21,7 @@ public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
         let dq = nq?.gradientStorage() ?? Storage(zeros: q.count)
         let dk = nk?.gradientStorage() ?? Storage(zeros: k.count)
         let dv = nv?.gradientStorage() ?? Storage(zeros: v.count)
-        attentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, probabilities: probabilities.pointer,
+        attentionBackward(g, q: q.pointer, k: k.pointer, v: v.pointer, saved: saved.pointer,
                           dout: grad.pointer, dq: dq.pointer, dk: dk.pointer, dv: dv.pointer)
     }
 }
@@ -63,7 +63,7 @@ public func pixelAttention(_ x: Tensor, qkvWeight: UnsafePointer<Float>, qkvBias
         }
     }
     Profiler.measure("attention", flops: g.flops) {
-        attentionForward(g, q: qkv.pointer, k: qkv.pointer + c, v: qkv.pointer + 2 * c, out: attended.pointer, probabilities: nil)
+        attentionForward(g, q: qkv.pointer, k: qkv.pointer + c, v: qkv.pointer + 2 * c, out: attended.pointer, saved: nil)
     }
     Profiler.measure("linear", flops: 2 * Double(n * l * c * c)) {
         perImage { i in
