@@ -52,6 +52,10 @@ import TestSupport
         ConvGeometry(batch: 3, channels: 6, height: 14, width: 14, outChannels: 7, kernel: 3, stride: 1, padding: 1),
         // small planes of 8 images side by side, the last group partial
         ConvGeometry(batch: 11, channels: 5, height: 7, width: 7, outChannels: 6, kernel: 3, stride: 1, padding: 1),
+        // Winograd's channels-last copy: a block of 8 channels and 4 more, rows of 11 (a whole block
+        // and a ragged end) and of 5 (narrower than a block)
+        ConvGeometry(batch: 2, channels: 12, height: 9, width: 11, outChannels: 5, kernel: 3, stride: 1, padding: 1),
+        ConvGeometry(batch: 2, channels: 16, height: 6, width: 5, outChannels: 5, kernel: 3, stride: 1, padding: 1),
     ])
     func convMatchesNaive(g: ConvGeometry) {
         let x = randomTensor([g.batch, g.channels, g.height, g.width], seed: 4)
