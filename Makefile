@@ -5,7 +5,7 @@
 SWIFT_FLAGS := -c release
 DDPM := .build/release/ddpm
 
-.PHONY: setup build test test-qemu crash-test fuzz sample demo bench info
+.PHONY: setup build test test-qemu crash-test fuzz sample demo bench speed-report info
 setup:
 	@scripts/setup
 
@@ -37,6 +37,10 @@ demo: build
 
 bench: build
 	$(DDPM) bench --ops
+
+# the README's Speed rows for this CPU: against PyTorch and diffusers (installed into .venv-bench), about 15 minutes
+speed-report: build
+	scripts/speed-report
 
 info: build
 	$(DDPM) info
