@@ -106,3 +106,40 @@ static void K(attention_outer_product_sum)(const float *a, long sa, const float 
         }
     }
 }
+
+// One head's [l, d] slice of a matrix whose rows are `stride` apart, times scale, into t [d, l];
+// and its adjoint, x[j, e] += t[e, j]. Blocks of 8 rows x 8 columns go through one transpose
+// (K^T and V^T for every (batch, head), and dK and dV back); the rest float by float.
+static void K(attention_transpose_head)(const float *x, long stride, long l, long d, float scale, float *t) {
+    long j = 0;
+    for (; j + 8 <= l; j += 8) {
+        long e = 0;
+        for (; e + 8 <= d; e += 8) {
+            v8 block[8];
+            for (int r = 0; r < 8; r++) block[r] = load8(x + (j + r) * stride + e) * scale;
+            K(transpose8)(block);
+            for (int c = 0; c < 8; c++) store8(t + (e + c) * l + j, block[c]);
+        }
+        for (; e < d; e++)
+            for (int r = 0; r < 8; r++) t[e * l + j + r] = scale * x[(j + r) * stride + e];
+    }
+    for (; j < l; j++)
+        for (long e = 0; e < d; e++) t[e * l + j] = scale * x[j * stride + e];
+}
+
+static void K(attention_add_transposed_head)(const float *t, long l, long d, float *x, long stride) {
+    long j = 0;
+    for (; j + 8 <= l; j += 8) {
+        long e = 0;
+        for (; e + 8 <= d; e += 8) {
+            v8 block[8];
+            for (int c = 0; c < 8; c++) block[c] = load8(t + (e + c) * l + j);
+            K(transpose8)(block);
+            for (int r = 0; r < 8; r++) store8(x + (j + r) * stride + e, load8(x + (j + r) * stride + e) + block[r]);
+        }
+        for (; e < d; e++)
+            for (int r = 0; r < 8; r++) x[(j + r) * stride + e] += t[e * l + j + r];
+    }
+    for (; j < l; j++)
+        for (long e = 0; e < d; e++) x[j * stride + e] += t[e * l + j];
+}

@@ -93,6 +93,12 @@ typedef struct ddpm_kernel_set {
     /// t[e, j] = scale sum_i a[i sa + e] b[i sb + j], e < d, j < l.
     void (*_Nonnull attention_outer_product_sum)(const float *_Nonnull a, long sa, const float *_Nonnull b, long sb,
                                                  long rows, long head_dim, long length, float scale, float *_Nonnull t);
+    /// t[e, j] = scale x[j stride + e], e < d, j < l: one head's slice transposed.
+    void (*_Nonnull attention_transpose_head)(const float *_Nonnull x, long stride, long length, long head_dim,
+                                              float scale, float *_Nonnull t);
+    /// x[j stride + e] += t[e, j], e < d, j < l.
+    void (*_Nonnull attention_add_transposed_head)(const float *_Nonnull t, long length, long head_dim,
+                                                   float *_Nonnull x, long stride);
     /// Softmax of one row in place.
     void (*_Nonnull softmax_row)(float *_Nonnull row, long n);
     /// row = exp(row - shift) in place (softmax before its division, shift the row's maximum or,

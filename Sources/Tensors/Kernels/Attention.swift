@@ -172,8 +172,8 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
         let vt = kt + d * l, row0 = vt + d * l, row1 = row0 + l, dump = row1 + l
         for pair in pairs {
             let head = pair % g.heads * d, off = pair / g.heads * l * s + head, outOff = pair / g.heads * l * w + head
-            transposeHead(pk + off, rows: l, width: s, headDim: d, scale: scale, into: kt)
-            transposeHead(pv + off, rows: l, width: s, headDim: d, into: vt)
+            kernels.k.attention_transpose_head(pk + off, s, l, d, scale, kt)
+            kernels.k.attention_transpose_head(pv + off, s, l, d, 1, vt)
             for i in stride(from: 0, to: l, by: 2) {
                 // an odd last row goes twice, its copy's results to scratch
                 let i1 = min(i + 1, l - 1), twin = i1 == i
@@ -212,8 +212,8 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
         let kt = scratch, vt = kt + d * l, t = vt + d * l, p = t + d * l, ds = p + l * l, rows = ds + l * l
         for pair in pairs {
             let off = pair / g.heads * l * w + pair % g.heads * d, lse = plse + pair * l
-            transposeHead(pk + off, rows: l, width: w, headDim: d, scale: scale, into: kt)
-            transposeHead(pv + off, rows: l, width: w, headDim: d, into: vt)
+            kernels.k.attention_transpose_head(pk + off, w, l, d, scale, kt)
+            kernels.k.attention_transpose_head(pv + off, w, l, d, 1, vt)
             for i in stride(from: 0, to: l, by: 2) {
                 let i1 = min(i + 1, l - 1)  // an odd last row goes twice, onto itself
                 let p0 = p + i * l, p1 = p + i1 * l, ds0 = ds + i * l, ds1 = ds + i1 * l
@@ -229,29 +229,9 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
                 if i1 != i { let dq1 = pdq + off + i1 * w; for e in 0..<d { dq1[e] += rows[d + e] } }
             }
             kernels.k.attention_outer_product_sum(pdo + off, w, p, l, l, d, l, 1, t)
-            addTransposedHead(t, rows: l, width: w, headDim: d, into: pdv + off)
+            kernels.k.attention_add_transposed_head(t, l, d, pdv + off, w)
             kernels.k.attention_outer_product_sum(pq + off, w, ds, l, l, d, l, scale, t)
-            addTransposedHead(t, rows: l, width: w, headDim: d, into: pdk + off)
+            kernels.k.attention_add_transposed_head(t, l, d, pdk + off, w)
         }
-    }
-}
-
-/// One head's [L, d] slice of a [L, w] matrix, transposed into [d, L] and multiplied by `scale`.
-@inline(__always)
-func transposeHead(_ x: UnsafePointer<Float>, rows l: Int, width w: Int, headDim d: Int, scale: Float = 1,
-                   into t: UnsafeMutablePointer<Float>) {
-    for j in 0..<l {
-        let xj = x + j &* w
-        for e in 0..<d { t[e &* l &+ j] = xj[e] * scale }
-    }
-}
-
-/// x[j, e] += t[e, j] for one head's [L, d] slice of a [L, w] matrix.
-@inline(__always)
-func addTransposedHead(_ t: UnsafePointer<Float>, rows l: Int, width w: Int, headDim d: Int,
-                       into x: UnsafeMutablePointer<Float>) {
-    for j in 0..<l {
-        let xj = x + j &* w
-        for e in 0..<d { xj[e] += t[e &* l &+ j] }
     }
 }
