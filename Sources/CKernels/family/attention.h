@@ -42,8 +42,7 @@ static void K(attention_score_rows)(const float *q0, const float *q1, const floa
 static void K(attention_weighted_rows)(const float *p0, const float *p1, const float *vt, long l, long d,
                                        float *out0, float *out1) {
     long whole = l / VL * VL;
-    vf mask;
-    for (int lane = 0; lane < VL; lane++) mask[lane] = lane >= VL - (l - whole) ? 1.0f : 0.0f;
+    vf mask = vlast(l - whole);
     long e = 0;
     for (; e + 4 <= d && l >= VL; e += 4) {
         vf a[4] = {{0}}, b[4] = {{0}};

@@ -41,9 +41,8 @@ static float K(exp_shift_row)(float *row, long n, float shift) {
         return s;
     }
     long whole = n / VL * VL;
-    vf tail = vexp(vload(row + n - VL) - shift), fresh;
-    for (int lane = 0; lane < VL; lane++) fresh[lane] = lane >= VL - (n - whole) ? 1.0f : 0.0f;
-    vf total = tail * fresh;
+    vf tail = vexp(vload(row + n - VL) - shift);
+    vf total = tail * vlast(n - whole);
     for (long i = 0; i < whole; i += VL) {
         vf e = vexp(vload(row + i) - shift);
         vstore(row + i, e);

@@ -23,6 +23,14 @@ static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 static inline v4 load4(const float *p) { v4 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store4(float *p, v4 v) { memcpy(p, &v, sizeof v); }
 
+/// 1 in the last `count` lanes (0 <= count <= VL), 0 in the others: the lanes of a vector that
+/// overlaps whole vectors before it and is new past them. One load from a ramp of VL zeros then
+/// VL ones (lane by lane, a compare per lane became a chain of inserts and permutes).
+static inline vf vlast(long count) {
+    static const float ramp[2 * VL] = {[VL ... 2 * VL - 1] = 1.0f};
+    return vload(ramp + count);
+}
+
 /// Lane by lane a > b ? a : b: one max instruction (x86's max returns its second operand for a
 /// NaN, as this does); `__builtin_elementwise_max` adds a compare and a blend for NaN's sake.
 static inline vf vmax(vf a, vf b) {
