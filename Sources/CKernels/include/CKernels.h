@@ -84,9 +84,10 @@ typedef struct ddpm_kernel_set {
                                 long ldb, float *_Nonnull c, long ldc);
 
     // Small-head attention (Tensors/Kernels/Attention.swift).
-    /// rowN[j] = sum_e qN[e] kt[e l + j], j < l.
+    /// rowN[j] = sum_e qN[e] kt[e l + j], j < l; maxima[N] = max_j rowN[j].
     void (*_Nonnull attention_score_rows)(const float *_Nonnull q0, const float *_Nonnull q1, const float *_Nonnull kt,
-                                          long length, long head_dim, float *_Nonnull row0, float *_Nonnull row1);
+                                          long length, long head_dim, float *_Nonnull row0, float *_Nonnull row1,
+                                          float *_Nonnull maxima);
     /// outN[e] = dot(pN, vt[e l ...]), e < d.
     void (*_Nonnull attention_weighted_rows)(const float *_Nonnull p0, const float *_Nonnull p1, const float *_Nonnull vt,
                                              long length, long head_dim, float *_Nonnull out0, float *_Nonnull out1);

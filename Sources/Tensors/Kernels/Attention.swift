@@ -167,9 +167,9 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v)
     let po = SharedPointer(out), plse = logSumExp.map { SharedPointer($0) }
     parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
-        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l + 2 * l + 2 * d)
+        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l + 2 * l + 2 * d + 2)
         defer { kt.deallocate() }
-        let vt = kt + d * l, row0 = vt + d * l, row1 = row0 + l, dump = row1 + l
+        let vt = kt + d * l, row0 = vt + d * l, row1 = row0 + l, dump = row1 + l, maxima = dump + 2 * d
         for pair in pairs {
             let head = pair % g.heads * d, off = pair / g.heads * l * s + head, outOff = pair / g.heads * l * w + head
             kernels.k.attention_transpose_head(pk + off, s, l, d, scale, kt)
@@ -178,8 +178,8 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
                 // an odd last row goes twice, its copy's results to scratch
                 let i1 = min(i + 1, l - 1), twin = i1 == i
                 let out0 = po + outOff + i * w, out1 = twin ? dump : po + outOff + i1 * w
-                kernels.k.attention_score_rows(pq + off + i * s, pq + off + i1 * s, kt, l, d, row0, row1)
-                let max0 = kernels.k.maximum(row0, l), max1 = kernels.k.maximum(row1, l)
+                kernels.k.attention_score_rows(pq + off + i * s, pq + off + i1 * s, kt, l, d, row0, row1, maxima)
+                let max0 = maxima[0], max1 = maxima[1]
                 let sum0 = kernels.k.exp_shift_row(row0, l, max0), sum1 = kernels.k.exp_shift_row(row1, l, max1)
                 kernels.k.attention_weighted_rows(row0, row1, vt, l, d, out0, out1)
                 let inv0 = 1 / sum0, inv1 = 1 / sum1
@@ -207,9 +207,10 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), plse = SharedPointer(logSumExp)
     let pdo = SharedPointer(dout), pdq = SharedPointer(dq), pdk = SharedPointer(dk), pdv = SharedPointer(dv)
     parallelFor(g.batch * g.heads, cost: 10 * l * l * d) { pairs in
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * d * l + 2 * l * l + 2 * d)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * d * l + 2 * l * l + 2 * d + 2)
         defer { scratch.deallocate() }
         let kt = scratch, vt = kt + d * l, t = vt + d * l, p = t + d * l, ds = p + l * l, rows = ds + l * l
+        let unused = rows + 2 * d  // the score kernel's row maxima, which the backward pass does not need
         for pair in pairs {
             let off = pair / g.heads * l * w + pair % g.heads * d, lse = plse + pair * l
             kernels.k.attention_transpose_head(pk + off, w, l, d, scale, kt)
@@ -217,10 +218,10 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
             for i in stride(from: 0, to: l, by: 2) {
                 let i1 = min(i + 1, l - 1)  // an odd last row goes twice, onto itself
                 let p0 = p + i * l, p1 = p + i1 * l, ds0 = ds + i * l, ds1 = ds + i1 * l
-                kernels.k.attention_score_rows(pq + off + i * w, pq + off + i1 * w, kt, l, d, p0, p1)
+                kernels.k.attention_score_rows(pq + off + i * w, pq + off + i1 * w, kt, l, d, p0, p1, unused)
                 _ = kernels.k.exp_shift_row(p0, l, lse[i])
                 if i1 != i { _ = kernels.k.exp_shift_row(p1, l, lse[i1]) }
-                kernels.k.attention_score_rows(pdo + off + i * w, pdo + off + i1 * w, vt, l, d, ds0, ds1)
+                kernels.k.attention_score_rows(pdo + off + i * w, pdo + off + i1 * w, vt, l, d, ds0, ds1, unused)
                 kernels.k.softmax_backward_row(p0, ds0, l)
                 if i1 != i { kernels.k.softmax_backward_row(p1, ds1, l) }
                 kernels.k.attention_weighted_rows(ds0, ds1, kt, l, d, rows, rows + d)
