@@ -58,5 +58,4 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .sum = K(sum),
     .dot = K(dot),
     .sum_squared_deviations = K(sum_squared_deviations),
-    .maximum = K(maximum),
 };

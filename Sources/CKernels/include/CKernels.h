@@ -118,8 +118,6 @@ typedef struct ddpm_kernel_set {
     float (*_Nonnull dot)(const float *_Nonnull x, const float *_Nonnull y, long n);
     /// sum (x[i] - m)^2.
     float (*_Nonnull sum_squared_deviations)(const float *_Nonnull x, float m, long n);
-    /// The largest of x[0 ..< n], n >= 1.
-    float (*_Nonnull maximum)(const float *_Nonnull x, long n);
 } ddpm_kernel_set;
 
 /// The set this process uses, chosen at the first call.
