@@ -80,10 +80,12 @@ import TestSupport
         ConvGeometry(batch: 3, channels: 64, height: 7, width: 7, outChannels: 70, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 11, channels: 5, height: 7, width: 7, outChannels: 6, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 2, channels: 3, height: 8, width: 8, outChannels: 6, kernel: 3, stride: 2, padding: 1),
+        ConvGeometry(batch: 3, channels: 9, height: 7, width: 5, outChannels: 6, kernel: 1),
     ])
     func convShiftAndResidual(g: ConvGeometry) {
         let x = randomTensor([g.batch, g.channels, g.height, g.width], seed: 13)
-        let w = randomTensor([g.outChannels, g.channels, 3, 3], seed: 14), b = randomTensor([g.outChannels], seed: 15)
+        let w = randomTensor([g.outChannels, g.channels, g.kernelHeight, g.kernelWidth], seed: 14)
+        let b = randomTensor([g.outChannels], seed: 15)
         let shift = randomTensor([g.batch, g.outChannels], seed: 16)
         let residual = randomTensor([g.batch, g.outChannels, g.outHeight, g.outWidth], seed: 17)
         let expected = Tensor(zeros: residual.shape)
@@ -135,10 +137,23 @@ import TestSupport
         for kernels in KernelSet.available { convBackward(g: g, algorithm: algorithm, kernels: kernels) }
     }
 
+    /// 1x1 convolutions take no column matrix (each image is its own): a batch split across both
+    /// cores, a single image whose products split instead, and 7x7 planes (49 columns).
+    @Test(arguments: [
+        ConvGeometry(batch: 5, channels: 96, height: 28, width: 28, outChannels: 32, kernel: 1),
+        ConvGeometry(batch: 1, channels: 40, height: 9, width: 11, outChannels: 24, kernel: 1),
+        ConvGeometry(batch: 4, channels: 256, height: 7, width: 7, outChannels: 128, kernel: 1),
+    ])
+    func pointwiseConvBackward(g: ConvGeometry) {
+        #expect(g.isPointwise)
+        for kernels in KernelSet.available { convBackward(g: g, algorithm: .columns, kernels: kernels) }
+    }
+
     func convBackward(g: ConvGeometry, algorithm: ConvAlgorithm, kernels: KernelSet) {
         let (n, c, o, h, w) = (g.batch, g.channels, g.outChannels, g.height, g.width)
-        let x = randomTensor([n, c, h, w], seed: 7), weight = randomTensor([o, c, 3, 3], seed: 8)
-        let dy = randomTensor([n, o, h, w], seed: 9)
+        let x = randomTensor([n, c, h, w], seed: 7)
+        let weight = randomTensor([o, c, g.kernelHeight, g.kernelWidth], seed: 8)
+        let dy = randomTensor([n, o, g.outHeight, g.outWidth], seed: 9)
         let y = Tensor(zeros: dy.shape)
         conv2dNaive(g, x: x.pointer, weight: weight.pointer, bias: nil, y: y.pointer)
         let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: weight.shape), db = Tensor(zeros: [o])
@@ -149,7 +164,7 @@ import TestSupport
         #expect(abs(lhs - rhs) < 1e-4 * abs(lhs) + 1e-2, "\(kernels)")
         #expect(abs(lhs - rhsW) < 1e-4 * abs(lhs) + 1e-2, "\(kernels)")  // the conv is linear in w as well
         // and each weight's gradient alone, against the naive conv with that weight's unit kernel
-        for k in [0, o * c * 9 - 1, (o * c * 9) / 2] {
+        for k in [0, o * g.patch - 1, (o * g.patch) / 2] {
             let unit = Tensor(zeros: weight.shape), response = Tensor(zeros: dy.shape)
             unit.pointer[k] = 1
             conv2dNaive(g, x: x.pointer, weight: unit.pointer, bias: nil, y: response.pointer)
@@ -162,7 +177,8 @@ import TestSupport
         let scale = (0..<dw.count).reduce(Float(0)) { max($0, abs(dwColumns.pointer[$1])) }
         #expect(maxAbsDifference(dw, dwColumns) < 1e-4 * scale, "\(kernels)")
         var sumDy: Float = 0
-        for image in 0..<n { for i in 0..<h * w { sumDy += dy.pointer[(image * o + o - 1) * h * w + i] } }
+        let p = g.outPixels
+        for image in 0..<n { for i in 0..<p { sumDy += dy.pointer[(image * o + o - 1) * p + i] } }
         #expect(abs(db.pointer[o - 1] - sumDy) < 1e-2)
     }
 

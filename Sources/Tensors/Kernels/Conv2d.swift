@@ -34,6 +34,10 @@ public struct ConvGeometry: Sendable, Hashable {
     /// Rows of the column matrix: C kh kw.
     public var patch: Int { channels * kernelHeight * kernelWidth }
     public var outPixels: Int { outHeight * outWidth }
+    /// A 1x1 kernel at stride 1 without padding: each image is its own column matrix.
+    public var isPointwise: Bool {
+        kernelHeight == 1 && kernelWidth == 1 && stride == 1 && padTop + padLeft + padBottom + padRight == 0
+    }
     /// Multiply-adds x 2 of the forward pass.
     public var flops: Double { 2 * Double(batch * outChannels * outPixels * patch) }
 }
@@ -203,6 +207,9 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
 func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, accumulate: Bool,
                           y: UnsafeMutablePointer<Float>) {
+    if g.isPointwise {
+        return pointwiseConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y)
+    }
     let plan = ConvPlan(g), p = g.outPixels
     let px = SharedPointer(x), pw = SharedPointer(weight), py = SharedPointer(y)
     let pb = bias.map { SharedPointer($0) }, ps = shift.map { SharedPointer($0) }
@@ -212,12 +219,8 @@ func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
         let images = plan.images(of: worker, batch: g.batch)
         for n0 in stride(from: images.lowerBound, to: images.upperBound, by: plan.chunk) {
             let nb = min(plan.chunk, images.upperBound - n0), width = nb * p
-            let direct = g.kernelHeight == 1 && g.kernelWidth == 1 && g.stride == 1 && nb == 1
-                && g.padTop + g.padLeft + g.padBottom + g.padRight == 0
-            // a 1x1 convolution of one image reads the image itself as its column matrix
-            let b: UnsafePointer<Float> = direct ? UnsafePointer(px + n0 * g.channels * p) : UnsafePointer(columns.pointer)
-            if !direct { im2col(g, px.base, n0: n0, nb: nb, columns.pointer) }
-            plan.gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: b, ldb: width,
+            im2col(g, px.base, n0: n0, nb: nb, columns.pointer)
+            plan.gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: columns.pointer, ldb: width,
                       c: product.pointer, ldc: width)
             for o in 0..<g.outChannels {
                 for img in 0..<nb {
@@ -235,6 +238,9 @@ func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
 func columnsConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                            dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
+    if g.isPointwise {
+        return pointwiseConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
+    }
     let plan = ConvPlan(g), p = g.outPixels
     let wsize = g.outChannels * g.patch
     let partials = Storage(zeros: plan.workers * (wsize + g.outChannels))
@@ -271,6 +277,62 @@ func columnsConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
         let dw = partials.pointer + worker * (wsize + g.outChannels), db = dw + wsize
         if let dweight { accumulate(dweight, dw, count: wsize) }
         if let dbias { for o in 0..<g.outChannels { dbias[o] += db[o] } }
+    }
+}
+
+/// A 1x1 convolution (stride 1, no padding) needs no column matrix: image n's x [C, H W] already is
+/// one, and its y [O, H W] is the product's own place. So y_n = weight [O, C] x x_n, one sgemm per
+/// image straight into y (the bias and shift written first, then added to by beta = 1), and in the
+/// backward pass dx_n += weight^T dy_n and dW += dy_n x_n^T, with no copies in between.
+func pointwiseConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                            bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, accumulate: Bool,
+                            y: UnsafeMutablePointer<Float>) {
+    let plan = ConvPlan(g), p = g.outPixels, c = g.channels, o = g.outChannels
+    let px = SharedPointer(x), pw = SharedPointer(weight), py = SharedPointer(y)
+    let pb = bias.map { SharedPointer($0) }, ps = shift.map { SharedPointer($0) }
+    plan.run { worker in
+        for n in plan.images(of: worker, batch: g.batch) {
+            let yn = py + n * o * p
+            var beta: Float = accumulate ? 1 : 0
+            if pb != nil || ps != nil {
+                for j in 0..<o {
+                    let bo = (pb?[j] ?? 0) + (ps?[n * o + j] ?? 0), row = yn + j * p
+                    if accumulate { for i in 0..<p { row[i] += bo } } else { row.update(repeating: bo, count: p) }
+                }
+                beta = 1
+            }
+            plan.gemm(m: o, n: p, k: c, a: pw.base, lda: c, b: px + n * c * p, ldb: p, beta: beta, c: yn, ldc: p)
+        }
+    }
+}
+
+/// Workers own disjoint images; each sums its weight and bias gradients privately, added at the end.
+func pointwiseConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                             dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
+                             dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
+    let plan = ConvPlan(g), p = g.outPixels, c = g.channels, o = g.outChannels, wsize = o * c
+    let partials = Storage(zeros: plan.workers * (wsize + o))
+    let px = SharedPointer(x), pw = SharedPointer(weight), pdy = SharedPointer(dy), pdx = dx.map { SharedPointer($0) }
+    let pparts = SharedPointer(partials.pointer)
+    let wantWeight = dweight != nil, wantBias = dbias != nil
+    plan.run { worker in
+        let dw = pparts + worker * (wsize + o), db = dw + wsize
+        for n in plan.images(of: worker, batch: g.batch) {
+            let dyn = pdy + n * o * p, xn = px + n * c * p
+            if wantBias { for j in 0..<o { db[j] += sum(dyn + j * p, count: p) } }
+            if wantWeight {
+                plan.gemm(transposeB: true, m: o, n: c, k: p, a: dyn, lda: p, b: xn, ldb: p, beta: 1, c: dw, ldc: c)
+            }
+            if let pdx {
+                plan.gemm(transposeA: true, m: c, n: p, k: o, a: pw.base, lda: c, b: dyn, ldb: p, beta: 1,
+                          c: pdx + n * c * p, ldc: p)
+            }
+        }
+    }
+    for worker in 0..<plan.workers {
+        let dw = partials.pointer + worker * (wsize + o), db = dw + wsize
+        if let dweight { accumulate(dweight, dw, count: wsize) }
+        if let dbias { for j in 0..<o { dbias[j] += db[j] } }
     }
 }
 
