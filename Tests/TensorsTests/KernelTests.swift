@@ -290,6 +290,22 @@ import TestSupport
         }
     }
 
+    /// Column sums by every set, added onto what the accumulator holds, against Double sums: column
+    /// counts below a vector, between whole blocks, and rows enough to split across cores.
+    @Test(arguments: [(3, 5), (1, 17), (40, 70), (1100, 192), (2000, 65)])
+    func columnSumsMatchNaive(shape: (rows: Int, columns: Int)) {
+        let x = randomTensor([shape.rows, shape.columns], seed: 41)
+        let start = randomTensor([shape.columns], seed: 42)
+        for kernels in KernelSet.available {
+            let acc = start.copy()
+            addColumnSums(x.pointer, rows: shape.rows, columns: shape.columns, into: acc.pointer, kernels: kernels)
+            for j in 0..<shape.columns {
+                let exact = (0..<shape.rows).reduce(Double(start.pointer[j])) { $0 + Double(x.pointer[$1 * shape.columns + j]) }
+                #expect(abs(Double(acc.pointer[j]) - exact) < 1e-5 * Double(shape.rows), "\(kernels) column \(j)")
+            }
+        }
+    }
+
     /// GroupNorm with fused SiLU, forward and backward, by every set: all agree with the best one.
     @Test func groupNormSetsAgree() {
         let g = GroupNormGeometry(batch: 3, channels: 8, spatial: 49, groups: 4, epsilon: 1e-5)

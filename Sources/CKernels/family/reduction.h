@@ -40,6 +40,34 @@ static float K(sum_squared_deviations)(const float *x, float m, long n) {
     return s;
 }
 
+// acc[j] += sum over i < rows of x[i ld + j], j < cols: the column sums of a row-major matrix (a
+// linear layer's bias gradient). Blocks of 4 vectors of columns hold their sums in registers while
+// the rows stream past; the last columns one vector at a time, then one at a time.
+static void K(add_column_sums)(const float *x, long rows, long cols, long ld, float *acc) {
+    long j = 0;
+    for (; j + 4 * VL <= cols; j += 4 * VL) {
+        vf a = {0}, b = {0}, c = {0}, d = {0};
+        for (long i = 0; i < rows; i++) {
+            const float *r = x + i * ld + j;
+            a += vload(r); b += vload(r + VL); c += vload(r + 2 * VL); d += vload(r + 3 * VL);
+        }
+        vstore(acc + j, vload(acc + j) + a);
+        vstore(acc + j + VL, vload(acc + j + VL) + b);
+        vstore(acc + j + 2 * VL, vload(acc + j + 2 * VL) + c);
+        vstore(acc + j + 3 * VL, vload(acc + j + 3 * VL) + d);
+    }
+    for (; j + VL <= cols; j += VL) {
+        vf a = {0};
+        for (long i = 0; i < rows; i++) a += vload(x + i * ld + j);
+        vstore(acc + j, vload(acc + j) + a);
+    }
+    for (; j < cols; j++) {
+        float s = 0;
+        for (long i = 0; i < rows; i++) s += x[i * ld + j];
+        acc[j] += s;
+    }
+}
+
 // Four accumulators (a max's chain is as long as a sum's); a ragged end by one vector overlapping
 // the last whole one, since max is idempotent.
 static float K(maximum)(const float *x, long n) {

@@ -58,4 +58,5 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .sum = K(sum),
     .dot = K(dot),
     .sum_squared_deviations = K(sum_squared_deviations),
+    .add_column_sums = K(add_column_sums),
 };

@@ -118,6 +118,8 @@ typedef struct ddpm_kernel_set {
     float (*_Nonnull dot)(const float *_Nonnull x, const float *_Nonnull y, long n);
     /// sum (x[i] - m)^2.
     float (*_Nonnull sum_squared_deviations)(const float *_Nonnull x, float m, long n);
+    /// acc[j] += sum over i < rows of x[i ld + j], j < cols.
+    void (*_Nonnull add_column_sums)(const float *_Nonnull x, long rows, long cols, long ld, float *_Nonnull acc);
 } ddpm_kernel_set;
 
 /// The set this process uses, chosen at the first call.

@@ -19,3 +19,18 @@ public func sumOfElements(_ x: UnsafePointer<Float>, count: Int) -> Double {
     }
     return total
 }
+
+/// acc[j] += sum_i x[i cols + j] for x [rows, cols] (a linear layer's bias gradient: dy's column
+/// sums), the rows split across cores, each core's sums kept apart and added at the end.
+public func addColumnSums(_ x: UnsafePointer<Float>, rows: Int, columns: Int, into acc: UnsafeMutablePointer<Float>,
+                          kernels: KernelSet = .active) {
+    let workers = min(kernelThreads, max(1, rows * columns / 65_536))
+    if workers == 1 { return kernels.k.add_column_sums(x, rows, columns, columns, acc) }
+    let partials = Storage(zeros: workers * columns)
+    let px = SharedPointer(x), pp = SharedPointer(partials.pointer)
+    parallelRun(workers) { w in
+        let lo = rows * w / workers, hi = rows * (w + 1) / workers
+        kernels.k.add_column_sums(px + lo * columns, hi - lo, columns, columns, pp + w * columns)
+    }
+    for w in 0..<workers { kernels.k.add_column_sums(partials.pointer + w * columns, 1, columns, columns, acc) }
+}

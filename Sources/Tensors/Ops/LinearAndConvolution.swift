@@ -32,8 +32,7 @@ extension Tensor {
                              b: x!.pointer, ldb: inFeatures, beta: 1, c: nw.gradientStorage().pointer, ldc: inFeatures)
             }
             if let nb {
-                let d = nb.gradientStorage().pointer
-                for r in 0..<rows { for o in 0..<outFeatures { d[o] += g.pointer[r * outFeatures + o] } }
+                addColumnSums(g.pointer, rows: rows, columns: outFeatures, into: nb.gradientStorage().pointer)
             }
         }
     }
