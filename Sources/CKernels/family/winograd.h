@@ -47,11 +47,13 @@ static void K(channels_last_bordered)(const float *x, long c, long h, long w, fl
     }
 }
 
-// Winograd F(2x2, 3x3) input and output transforms, 8 channels per vector (the products between
-// them are sgemms): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
+// Winograd F(2x2, 3x3) input and output transforms, channels last (the products between them
+// are small GEMMs). The transforms that write V step a whole vector of channels (VL), the output
+// transforms 8; the channel counts are padded to both (`vectorPadded`): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
 
 // Each row of B^T d is two rows of d combined (row0 - row2, row1 + row2, row2 - row1, row1 - row3),
-// made and multiplied by B one at a time so that few vectors are live.
+// made and multiplied by B one at a time so that few vectors are live. Channels a whole vector at
+// a time (cp is a multiple of VL: `vectorPadded`).
 static void K(winograd_input)(const float *p, long images, long th, long tw, long ph, long pw, long cp, float *v) {
     static const int first[4] = {0, 1, 2, 1}, second[4] = {2, 2, 1, 3};
     static const float sign[4] = {-1, 1, -1, -1};
@@ -62,16 +64,16 @@ static void K(winograd_input)(const float *p, long images, long th, long tw, lon
                 long t = (image * th + ty) * tw + tx;
                 const float *d = p + ((image * ph + 2 * ty) * pw + 2 * tx) * cp;
                 float *q = v + t * cp;
-                for (long k = 0; k < cp; k += 8) {
+                for (long k = 0; k < cp; k += VL) {
                     for (int r = 0; r < 4; r++) {
-                        v8 e[4];
+                        vf e[4];
                         for (int col = 0; col < 4; col++)
-                            e[col] = load8(d + (first[r] * pw + col) * cp + k) + sign[r] * load8(d + (second[r] * pw + col) * cp + k);
+                            e[col] = vload(d + (first[r] * pw + col) * cp + k) + sign[r] * vload(d + (second[r] * pw + col) * cp + k);
                         float *base = q + 4 * r * vplane + k;
-                        store8(base, e[0] - e[2]);
-                        store8(base + vplane, e[1] + e[2]);
-                        store8(base + 2 * vplane, e[2] - e[1]);
-                        store8(base + 3 * vplane, e[1] - e[3]);
+                        vstore(base, e[0] - e[2]);
+                        vstore(base + vplane, e[1] + e[2]);
+                        vstore(base + 2 * vplane, e[2] - e[1]);
+                        vstore(base + 3 * vplane, e[1] - e[3]);
                     }
                 }
             }
@@ -121,8 +123,8 @@ static void K(winograd_output)(const float *m, long images, long th, long tw, lo
 // Both transforms go in two passes, columns then rows, through a 6x6 block of vectors on the stack.
 
 // t = B^T applied to six vectors (a column or a row of the block).
-static inline void K(winograd4_bt)(const v8 d[6], v8 t[6]) {
-    v8 a = d[4] - d[2], b = d[3] - d[1];
+static inline void K(winograd4_bt)(const vf d[6], vf t[6]) {
+    vf a = d[4] - d[2], b = d[3] - d[1];
     t[0] = 4.0f * (d[0] - d[2]) + a;  // 4 d0 - 5 d2 + d4
     t[1] = a - 4.0f * (d[1] + d[2]) + d[3] + d[2];  // -4 d1 - 4 d2 + d3 + d4
     t[2] = a + 4.0f * (d[1] - d[2]) - d[3] + d[2];  // 4 d1 - 4 d2 - d3 + d4
@@ -134,12 +136,12 @@ static inline void K(winograd4_bt)(const v8 d[6], v8 t[6]) {
 // A, side rows of m (the transpose of A^T), applied to m vectors: F(2x2) [1 0; 1 1; 1 -1; 0 -1],
 // F(4x4) [1 0 0 0; 1 1 1 1; 1 -1 1 -1; 1 2 4 8; 1 -2 4 -8; 0 0 0 1]. The weight gradient's
 // transform of dy (dM = A dY A^T) is the output transform's adjoint.
-static inline __attribute__((always_inline)) void K(winograd_a)(const v8 *d, v8 *t, const int m) {
+static inline __attribute__((always_inline)) void K(winograd_a)(const vf *d, vf *t, const int m) {
     if (m == 2) {
         t[0] = d[0]; t[1] = d[0] + d[1]; t[2] = d[0] - d[1]; t[3] = -d[1];
         return;
     }
-    v8 even = d[0] + d[2], odd = d[1] + d[3], even4 = d[0] + 4.0f * d[2], odd4 = 2.0f * d[1] + 8.0f * d[3];
+    vf even = d[0] + d[2], odd = d[1] + d[3], even4 = d[0] + 4.0f * d[2], odd4 = 2.0f * d[1] + 8.0f * d[3];
     t[0] = d[0]; t[1] = even + odd; t[2] = even - odd; t[3] = even4 + odd4; t[4] = even4 - odd4; t[5] = d[3];
 }
 
@@ -158,16 +160,16 @@ static inline __attribute__((always_inline)) void K(winograd_blocks)(const float
                 long t = (image * th + ty) * tw + tx;
                 const float *d = p + ((image * ph + step * ty + origin) * pw + step * tx + origin) * cp;
                 float *q = v + t * cp;
-                for (long k = 0; k < cp; k += 8) {
-                    v8 block[6][6], column[6], out[6];
+                for (long k = 0; k < cp; k += VL) {
+                    vf block[6][6], column[6], out[6];
                     for (int col = 0; col < n; col++) {  // a column at a time: block[row][col]
-                        for (int r = 0; r < n; r++) column[r] = load8(d + (r * pw + col) * cp + k);
+                        for (int r = 0; r < n; r++) column[r] = vload(d + (r * pw + col) * cp + k);
                         if (kind == 0) K(winograd4_bt)(column, out); else K(winograd_a)(column, out, kind);
                         for (int r = 0; r < side; r++) block[r][col] = out[r];
                     }
                     for (int r = 0; r < side; r++) {  // then each row
                         if (kind == 0) K(winograd4_bt)(block[r], out); else K(winograd_a)(block[r], out, kind);
-                        for (int col = 0; col < side; col++) store8(q + (side * r + col) * vplane + k, out[col]);
+                        for (int col = 0; col < side; col++) vstore(q + (side * r + col) * vplane + k, out[col]);
                     }
                 }
             }

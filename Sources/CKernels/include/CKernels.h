@@ -40,7 +40,8 @@ typedef struct ddpm_kernel_set {
                                        const float *_Nonnull d3, const float *_Nonnull x, long lanes, long count,
                                        long planes, long stride, float *_Nonnull acc);
 
-    // Winograd F(2x2, 3x3) transforms (Tensors/Kernels/WinogradConv.swift), 8 channels per step.
+    // Winograd F(2x2, 3x3) transforms (Tensors/Kernels/WinogradConv.swift), channels last: those
+    // into V a vector (VL) of channels per step, the output and kernel transforms 8.
     /// One image [c, h, w] into [ph, pw, cp], channels last, one zero row and column before it,
     /// zero after it and in the padding channels.
     void (*_Nonnull channels_last_bordered)(const float *_Nonnull x, long channels, long height, long width,

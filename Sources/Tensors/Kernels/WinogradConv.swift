@@ -11,8 +11,8 @@ import Dispatch
 /// matrix product, M[xi] = V[xi] [tiles, C] x U[xi] [C, O], so the bulk of the work is 16 (m = 2)
 /// or 36 (m = 4) sgemms: 2.25x and 4x fewer multiply-adds than the direct kernel. The transforms
 /// cost a few adds per value and move (m + 2)^2 / m^2 times the input through memory, so this pays
-/// from 32 channels (F(4x4)) or 64 (F(2x2)) on (`ConvAlgorithm.best`). F(4x4) rounds a little more (its points reach 2 and its A^T 8) and wastes
-/// the ragged tiles of a side that is not a multiple of 4.
+/// from 32 channels on (`ConvAlgorithm.best` picks between the two). F(4x4) rounds a little more
+/// (its points reach 2 and its A^T 8) and wastes the ragged tiles of a side that is not a multiple of 4.
 ///
 /// The backward data pass is the same convolution of dy with the kernel flipped and its channel
 /// axes swapped (`winogradWeights(flipped: true)`); dW is the forward pass's adjoint
@@ -38,9 +38,14 @@ enum WinogradTile: Sendable {
     }
 }
 
-/// Channel counts padded to whole vectors.
+/// Channel counts padded to whole vectors: of 8 floats, the step of the output and kernel
+/// transforms and of `small_gemm`'s columns, and of the kernel set's own (16 with AVX-512), the
+/// step of the transforms that write the tiles V.
 @inline(__always)
-func vectorPadded(_ n: Int) -> Int { (n + 7) / 8 * 8 }
+func vectorPadded(_ n: Int, _ kernels: KernelSet) -> Int {
+    let lanes = max(8, kernels.vectorFloats)
+    return (n + lanes - 1) / lanes * lanes
+}
 
 /// U [side^2, C8, O8] (channel counts padded to vectors, zero past them): G w[o, c] G^T for every
 /// channel pair, laid out so that the product with the tiles V [side^2, tiles, C8] is [tiles, O8].
@@ -49,7 +54,7 @@ func vectorPadded(_ n: Int) -> Int { (n + 7) / 8 * 8 }
 func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int, flipped: Bool,
                      tile: WinogradTile, kernels: KernelSet) -> Storage {
     let (inputs, outputs) = flipped ? (o, c) : (c, o)
-    let (ip, op) = (vectorPadded(inputs), vectorPadded(outputs))
+    let (ip, op) = (vectorPadded(inputs, kernels), vectorPadded(outputs, kernels))
     let side = tile.side
     let u = Storage(zeros: side * side * ip * op)
     let pw = SharedPointer(w), pu = SharedPointer(u.pointer)
@@ -89,7 +94,7 @@ struct WinogradTiling {
     /// m x m block dY (the kernel set's transforms, CKernels' family/winograd.h).
     func transform(_ source: UnsafePointer<Float>, channels: Int, images: Range<Int>, adjoint: Bool = false,
                    padded: UnsafeMutablePointer<Float>, into v: UnsafeMutablePointer<Float>, kernels: KernelSet) {
-        let cp = vectorPadded(channels), k = kernels.k
+        let cp = vectorPadded(channels, kernels), k = kernels.k
         for (i, image) in images.enumerated() {
             k.channels_last_bordered(source + image * channels * height * width, channels, height, width,
                                      padded + i * paddedCount(channels8: cp), paddedHeight, paddedWidth, cp)
@@ -106,8 +111,8 @@ struct WinogradTiling {
 
 /// y (+)= conv(x, w) (+ bias) (+ shift) for x [N, C, H, W], U from `winogradWeights` for `tile`,
 /// and a shift [N, O] added per image and channel. Each core takes its own images, a chunk at a
-/// time: copy them channels-last into a zero border, transform every block 8 channels per vector
-/// into V [side^2, tiles, C8], side^2 sgemms M = V U, and transform back (the transforms are the
+/// time: copy them channels-last into a zero border, transform every block a vector of channels
+/// at a time into V [side^2, tiles, C8], side^2 sgemms M = V U, and transform back (the transforms are the
 /// kernel set's, CKernels' family/winograd.h).
 func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, outChannels o: Int,
                     x: UnsafePointer<Float>, u: Storage, tile: WinogradTile, bias: UnsafePointer<Float>?,
@@ -115,7 +120,7 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
                     kernels: KernelSet) {
     let tiling = WinogradTiling(tile, height: h, width: w)
     let (planes, perImage) = (tiling.planes, tiling.perImage)
-    let (cp, op) = (vectorPadded(c), vectorPadded(o))
+    let (cp, op) = (vectorPadded(c, kernels), vectorPadded(o, kernels))
     let workers = min(kernelThreads, n)
     // Images per chunk: their transformed tiles (V, and M alike) in 512 KB, so that they stay in a
     // core's L2 from the transform to the products and back (4 MB chunks, in L3, were 1.1-1.5x
@@ -193,7 +198,7 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
     let (n, c, h, w, o) = (g.batch, g.channels, g.height, g.width, g.outChannels)
     let tiling = WinogradTiling(tile, height: h, width: w)
     let (side, planes, perImage) = (tile.side, tiling.planes, tiling.perImage)
-    let (cp, op) = (vectorPadded(c), vectorPadded(o))
+    let (cp, op) = (vectorPadded(c, kernels), vectorPadded(o, kernels))
     let workers = min(kernelThreads, n), usize = planes * cp * op
     // Images per chunk: V and dM in 512 KB, as forward, but at least 64 tiles, so that each pass
     // of a product over dU [C8, O8] (in L3 at 256 channels) does 64 multiply-adds per element
