@@ -17,34 +17,43 @@ static inline void K(transpose8)(v8 r[8]) {
 }
 
 // One image [c, h, w] into p [ph, pw, cp]: pixel (r, col) at (r + 1, col + 1), zero around it and
-// in the padding channels. Blocks of 8 channels x 8 columns go through one transpose.
+// in the padding channels. Each channel's plane is read as one run of h w pixels, whatever the
+// width: 8 channels x 8 consecutive pixels go through one transpose (the last 8 of the plane
+// overlap the block before them). A run of pixels is done for every block of channels before the
+// next run; runs are long (256 KB of output), so that each channel is read in long sequential
+// stretches (the reads are this copy's cost: 64-pixel runs were slower) while what is written
+// stays in L2.
 static void K(channels_last_bordered)(const float *x, long c, long h, long w, float *p, long ph, long pw, long cp) {
-    long line = pw * cp;
+    long line = pw * cp, hw = h * w;
     memset(p, 0, line * sizeof(float));
     memset(p + (h + 1) * line, 0, (ph - h - 1) * line * sizeof(float));
     for (long r = 0; r < h; r++) {
         float *row = p + (r + 1) * line;
         memset(row, 0, cp * sizeof(float));
         memset(row + (w + 1) * cp, 0, (pw - w - 1) * cp * sizeof(float));
-        long k0 = 0;
-        for (; k0 + 8 <= c; k0 += 8) {
-            const float *s = x + (k0 * h + r) * w;
-            long col = 0;
-            for (; col + 8 <= w; col += 8) {
+    }
+    long whole = hw >= 8 ? c / 8 * 8 : 0;  // channels that go through transposes
+    long length = (65536 / cp + 7) / 8 * 8;
+    for (long run = 0; run < hw; run += length)
+        for (long k0 = 0; k0 < whole; k0 += 8)
+            for (long f = run; f < run + length && f < hw; f += 8) {
+                long first = f + 8 <= hw ? f : hw - 8;
                 v8 block[8];
-                for (int k = 0; k < 8; k++) block[k] = load8(s + k * h * w + col);
+                for (int k = 0; k < 8; k++) block[k] = load8(x + (k0 + k) * hw + first);
                 K(transpose8)(block);
-                for (int j = 0; j < 8; j++) store8(row + (col + 1 + j) * cp + k0, block[j]);
+                long r = first / w, col = first % w;
+                for (int j = 0; j < 8; j++) {
+                    store8(p + ((r + 1) * pw + col + 1) * cp + k0, block[j]);
+                    if (++col == w) { col = 0; r++; }
+                }
             }
-            for (; col < w; col++)
-                for (int k = 0; k < 8; k++) row[(col + 1) * cp + k0 + k] = s[k * h * w + col];
-        }
+    if (whole == cp) return;
+    for (long r = 0; r < h; r++)  // the channels left over, one at a time, and zero in the padding ones
         for (long col = 0; col < w; col++) {
-            float *q = row + (col + 1) * cp;
-            for (long k = k0; k < c; k++) q[k] = x[(k * h + r) * w + col];
+            float *q = p + ((r + 1) * pw + col + 1) * cp;
+            for (long k = whole; k < c; k++) q[k] = x[k * hw + r * w + col];
             for (long k = c; k < cp; k++) q[k] = 0;
         }
-    }
 }
 
 // Winograd F(2x2, 3x3) input and output transforms, channels last (the products between them
