@@ -81,6 +81,8 @@ import TestSupport
         ConvGeometry(batch: 11, channels: 5, height: 7, width: 7, outChannels: 6, kernel: 3, stride: 1, padding: 1),
         ConvGeometry(batch: 2, channels: 3, height: 8, width: 8, outChannels: 6, kernel: 3, stride: 2, padding: 1),
         ConvGeometry(batch: 3, channels: 9, height: 7, width: 5, outChannels: 6, kernel: 1),
+        // F(2x2)'s output by four tiles at a time and one, 8 channels and 4, and a last row of one
+        ConvGeometry(batch: 2, channels: 16, height: 9, width: 10, outChannels: 12, kernel: 3, stride: 1, padding: 1),
     ])
     func convShiftAndResidual(g: ConvGeometry) {
         let x = randomTensor([g.batch, g.channels, g.height, g.width], seed: 13)

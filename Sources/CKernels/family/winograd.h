@@ -88,41 +88,64 @@ static void K(winograd_input)(const float *p, long images, long th, long tw, lon
             }
 }
 
-// A^T M by columns (two sums of three rows each), then each row times A.
+// The 2x2 outputs of tile t for 8 channels from k: A^T M by columns (two sums of three rows each),
+// then each row times A, plus the bias b. y[r][col] is output row r, column col.
+static inline void K(winograd_at2)(const float *m, long mplane, long t, long op, long k, v8 b, v8 y[2][2]) {
+    const float *s = m + t * op + k;
+    v8 s0[4], s1[4];
+    for (int c = 0; c < 4; c++) {
+        v8 m0 = load8(s + c * mplane), m1 = load8(s + (4 + c) * mplane);
+        v8 m2 = load8(s + (8 + c) * mplane), m3 = load8(s + (12 + c) * mplane);
+        s0[c] = m0 + m1 + m2;
+        s1[c] = m1 - m2 - m3;
+    }
+    y[0][0] = s0[0] + s0[1] + s0[2] + b; y[0][1] = s0[1] - s0[2] - s0[3] + b;
+    y[1][0] = s1[0] + s1[1] + s1[2] + b; y[1][1] = s1[1] - s1[2] - s1[3] + b;
+}
+
+// Four tiles side by side whose 2 x 8 outputs lie inside the image go together: per output row,
+// their 8 vectors transposed give each of 8 channels its 8 consecutive pixels, stored whole. Other
+// tiles, and channels past the last whole 8, store lane by lane.
 static void K(winograd_output)(const float *m, long images, long th, long tw, long op, const float *bias,
                                long bias_stride, long o, long h, long w, int accumulate, float *y) {
     long mplane = images * th * tw * op;
     for (long image = 0; image < images; image++)
         for (long ty = 0; ty < th; ty++)
-            for (long tx = 0; tx < tw; tx++) {
+            for (long tx = 0; tx < tw;) {
                 long t = (image * th + ty) * tw + tx, yy = 2 * ty, xx = 2 * tx;
-                const float *s = m + t * op;
-                int right = xx + 1 < w, below = yy + 1 < h;
-                for (long k = 0; k < op; k += 8) {
-                    v8 s0[4], s1[4];
-                    for (int c = 0; c < 4; c++) {
-                        v8 m0 = load8(s + c * mplane + k), m1 = load8(s + (4 + c) * mplane + k);
-                        v8 m2 = load8(s + (8 + c) * mplane + k), m3 = load8(s + (12 + c) * mplane + k);
-                        s0[c] = m0 + m1 + m2;
-                        s1[c] = m1 - m2 - m3;
-                    }
-                    v8 b = load8(bias + image * bias_stride + k);
-                    v8 y00 = s0[0] + s0[1] + s0[2] + b, y01 = s0[1] - s0[2] - s0[3] + b;
-                    v8 y10 = s1[0] + s1[1] + s1[2] + b, y11 = s1[1] - s1[2] - s1[3] + b;
-                    long lanes = o - k < 8 ? o - k : 8;
-                    for (long lane = 0; lane < lanes; lane++) {
-                        float *out = y + ((image * o + k + lane) * h + yy) * w + xx;
-                        if (accumulate) {
-                            out[0] += y00[lane];
-                            if (right) out[1] += y01[lane];
-                            if (below) { out[w] += y10[lane]; if (right) out[w + 1] += y11[lane]; }
-                        } else {
-                            out[0] = y00[lane];
-                            if (right) out[1] = y01[lane];
-                            if (below) { out[w] = y10[lane]; if (right) out[w + 1] = y11[lane]; }
+                const float *b = bias + image * bias_stride;
+                if (tx + 4 <= tw && xx + 8 <= w && yy + 2 <= h) {
+                    for (long k = 0; k < op; k += 8) {
+                        v8 rows[2][8], out[2][2];
+                        for (int q = 0; q < 4; q++) {
+                            K(winograd_at2)(m, mplane, t + q, op, k, load8(b + k), out);
+                            for (int r = 0; r < 2; r++) { rows[r][2 * q] = out[r][0]; rows[r][2 * q + 1] = out[r][1]; }
+                        }
+                        long lanes = o - k < 8 ? o - k : 8;
+                        for (int r = 0; r < 2; r++) {
+                            K(transpose8)(rows[r]);
+                            for (long lane = 0; lane < lanes; lane++) {
+                                float *row = y + ((image * o + k + lane) * h + yy + r) * w + xx;
+                                store8(row, accumulate ? rows[r][lane] + load8(row) : rows[r][lane]);
+                            }
                         }
                     }
+                    tx += 4;
+                    continue;
                 }
+                int right = xx + 1 < w, below = yy + 1 < h;
+                for (long k = 0; k < op; k += 8) {
+                    v8 out[2][2];
+                    K(winograd_at2)(m, mplane, t, op, k, load8(b + k), out);
+                    long lanes = o - k < 8 ? o - k : 8;
+                    for (long lane = 0; lane < lanes; lane++) {
+                        float *row = y + ((image * o + k + lane) * h + yy) * w + xx;
+                        for (int r = 0; r <= below; r++)
+                            for (int col = 0; col <= right; col++)
+                                row[r * w + col] = (accumulate ? row[r * w + col] : 0) + out[r][col][lane];
+                    }
+                }
+                tx += 1;
             }
 }
 
