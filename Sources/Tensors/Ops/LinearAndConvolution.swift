@@ -10,11 +10,15 @@ extension Tensor {
         let out = Storage(uninitializedCount: rows * outFeatures)
         let flops = 2 * Double(rows * inFeatures * outFeatures)
         Profiler.measure("linear", flops: flops) {
-            if let bias {
-                for r in 0..<rows { (out.pointer + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
+            // each core writes the bias into its own rows, then adds their product onto them (beta 1)
+            let px = SharedPointer(pointer), pw = SharedPointer(weight.pointer), py = SharedPointer(out.pointer)
+            let pb = bias.map { SharedPointer($0.pointer) }
+            parallelFor(rows, cost: inFeatures * outFeatures) { range in
+                let y = py + range.lowerBound * outFeatures
+                if let pb { for r in 0..<range.count { (y + r * outFeatures).update(from: pb.base, count: outFeatures) } }
+                gemm(transposeB: true, m: range.count, n: outFeatures, k: inFeatures, a: px + range.lowerBound * inFeatures,
+                     lda: inFeatures, b: pw.base, ldb: inFeatures, beta: pb == nil ? 0 : 1, c: y, ldc: outFeatures)
             }
-            parallelGemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: pointer, lda: inFeatures,
-                         b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out.pointer, ldc: outFeatures)
         }
         let nx = node, nw = weight.node, nb = bias?.node
         let x = nw != nil ? storage : nil, w = nx != nil ? weight.storage : nil
