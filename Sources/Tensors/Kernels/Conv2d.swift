@@ -306,22 +306,21 @@ func pointwiseConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: 
     }
 }
 
-/// Workers own disjoint images; each sums its weight and bias gradients privately, added at the end.
+/// Workers own disjoint images; each sums its weight gradient privately, added at the end. The
+/// bias gradient is dy's plane sums, as for the direct kernel (`biasGradient`).
 func pointwiseConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                              dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                              dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
     let plan = ConvPlan(g), p = g.outPixels, c = g.channels, o = g.outChannels, wsize = o * c
-    let partials = Storage(zeros: plan.workers * (wsize + o))
+    let partials = Storage(zeros: plan.workers * wsize)
     let px = SharedPointer(x), pw = SharedPointer(weight), pdy = SharedPointer(dy), pdx = dx.map { SharedPointer($0) }
-    let pparts = SharedPointer(partials.pointer)
-    let wantWeight = dweight != nil, wantBias = dbias != nil
+    let pparts = SharedPointer(partials.pointer), wantWeight = dweight != nil
     plan.run { worker in
-        let dw = pparts + worker * (wsize + o), db = dw + wsize
         for n in plan.images(of: worker, batch: g.batch) {
-            let dyn = pdy + n * o * p, xn = px + n * c * p
-            if wantBias { for j in 0..<o { db[j] += sum(dyn + j * p, count: p) } }
+            let dyn = pdy + n * o * p
             if wantWeight {
-                plan.gemm(transposeB: true, m: o, n: c, k: p, a: dyn, lda: p, b: xn, ldb: p, beta: 1, c: dw, ldc: c)
+                plan.gemm(transposeB: true, m: o, n: c, k: p, a: dyn, lda: p, b: px + n * c * p, ldb: p, beta: 1,
+                          c: pparts + worker * wsize, ldc: c)
             }
             if let pdx {
                 plan.gemm(transposeA: true, m: c, n: p, k: o, a: pw.base, lda: c, b: dyn, ldb: p, beta: 1,
@@ -329,11 +328,8 @@ func pointwiseConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight:
             }
         }
     }
-    for worker in 0..<plan.workers {
-        let dw = partials.pointer + worker * (wsize + o), db = dw + wsize
-        if let dweight { accumulate(dweight, dw, count: wsize) }
-        if let dbias { for j in 0..<o { dbias[j] += db[j] } }
-    }
+    if let dweight { for worker in 0..<plan.workers { accumulate(dweight, partials.pointer + worker * wsize, count: wsize) } }
+    if let dbias { biasGradient(g, dy: dy, dbias: dbias, kernels: .active) }
 }
 
 /// The naive twin: direct seven-loop convolution in Double.
