@@ -1,11 +1,13 @@
 import Dispatch
 
 /// Per-op accounting of time and FLOPs, forward and backward, by op kind. Off (one nil check per
-/// op) unless installed as `Profiler.current`. FLOPs count a multiply-add as 2 and, like torch's
-/// FlopCounter, only the matrix products (linear, conv2d, attention); other ops report time only.
+/// op) unless installed for a run: `Profiler.$current.withValue(profiler) { ... }`. FLOPs count a
+/// multiply-add as 2 and, like torch's FlopCounter, only the matrix products (linear, conv2d,
+/// attention); other ops report time only.
 public final class Profiler: @unchecked Sendable {
-    /// The installed profiler. Set it between runs, from one thread; ops only read it.
-    nonisolated(unsafe) public static var current: Profiler?
+    /// The profiler installed for the task (or thread) running the ops, which call it from that
+    /// thread only. Ops that run elsewhere meanwhile (tests in parallel) are not charged to it.
+    @TaskLocal public static var current: Profiler?
 
     public struct Entry: Sendable {
         public var seconds = 0.0, flops = 0.0, calls = 0

@@ -68,9 +68,7 @@ struct Bench: ParsableCommand {
 
         // the model's own FLOP count, from one recorded step
         let counter = Profiler()
-        Profiler.current = counter
-        trainStep()
-        Profiler.current = nil
+        Profiler.$current.withValue(counter) { trainStep() }
         let forwardFlops = counter.forwardFlops / Double(batchSize), trainFlops = (counter.forwardFlops + counter.backwardFlops) / Double(batchSize)
 
         trainStep()  // warm-up: buffers pooled, BLAS threads started
@@ -103,14 +101,10 @@ struct Bench: ParsableCommand {
             // "the rest" is the profiled steps' own wall time less their ops: the timed runs above
             // may run at another clock, and subtracting from them can even give a negative rest
             let p = Profiler()
-            Profiler.current = p
-            let profiledTrain = time(runs: 1) { for _ in 0..<steps { trainStep() } }
-            Profiler.current = nil
+            let profiledTrain = Profiler.$current.withValue(p) { time(runs: 1) { for _ in 0..<steps { trainStep() } } }
             printProfile(p, title: "training steps", wall: profiledTrain)
             let f = Profiler()
-            Profiler.current = f
-            let profiledForward = time(runs: 1) { for _ in 0..<steps { forward() } }
-            Profiler.current = nil
+            let profiledForward = Profiler.$current.withValue(f) { time(runs: 1) { for _ in 0..<steps { forward() } } }
             printProfile(f, title: "gradient-free forward passes", wall: profiledForward)
         }
     }
@@ -217,9 +211,9 @@ struct Bench: ParsableCommand {
         let unet = UNet2DModel(config: config, using: &rng)
         let x = Tensor.randomNormal([batchSize, config.inChannels, config.sampleSize, config.sampleSize], using: &rng)
         let recorder = Profiler()
-        Profiler.current = recorder
-        _ = withoutGradients { unet(x, timesteps: [Float](repeating: 500, count: batchSize)) }
-        Profiler.current = nil
+        Profiler.$current.withValue(recorder) {
+            _ = withoutGradients { unet(x, timesteps: [Float](repeating: 500, count: batchSize)) }
+        }
         return recorder.convolutions.filter { isDirectConv($0.key) }
             .sorted { ($0.key.height, $0.key.channels, $0.key.outChannels) > ($1.key.height, $1.key.channels, $1.key.outChannels) }
             .map { ($0.key, $0.value) }

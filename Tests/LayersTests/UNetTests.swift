@@ -14,6 +14,24 @@ import TestSupport
         #expect(preset.config.parameters == Double(expected))
     }
 
+    /// A profiler is charged by the ops of the task that installed it only: a convolution run on
+    /// another thread meanwhile (as tests run in parallel) is not counted.
+    @Test func profilerCountsItsOwnTaskOnly() {
+        let x = Tensor(zeros: [1, 2, 5, 5]), w = Tensor(zeros: [3, 2, 3, 3])
+        let profiler = Profiler()
+        Profiler.$current.withValue(profiler) {
+            let done = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                _ = x.conv2d(weight: w, bias: nil, padding: 1)
+                done.signal()
+            }
+            done.wait()
+            _ = x.conv2d(weight: w, bias: nil, padding: 1)
+        }
+        #expect(profiler.convolutions.values.reduce(0, +) == 1)
+        #expect(profiler.forward["conv3x3"]?.calls == 1)
+    }
+
     /// A profiler lists the convolutions a pass runs (what `ddpm bench --ops --only conv --preset`
     /// times): as many calls and FLOPs as it charged to the conv ops, conv_in's geometry among them.
     @Test func profilerListsConvolutions() {
@@ -22,9 +40,7 @@ import TestSupport
         let unet = UNet2DModel(config: config, using: &rng)
         let x = Tensor.randomNormal([3, config.inChannels, config.sampleSize, config.sampleSize], using: &rng)
         let profiler = Profiler()
-        Profiler.current = profiler
-        _ = withoutGradients { unet(x, timesteps: [1, 500, 999]) }
-        Profiler.current = nil
+        Profiler.$current.withValue(profiler) { _ = withoutGradients { unet(x, timesteps: [1, 500, 999]) } }
         let convOps = profiler.forward.filter { $0.key.hasPrefix("conv") }.values
         #expect(profiler.convolutions.values.reduce(0, +) == convOps.reduce(0) { $0 + $1.calls })
         #expect(profiler.convolutions.reduce(0) { $0 + Double($1.value) * $1.key.flops } == convOps.reduce(0) { $0 + $1.flops })
