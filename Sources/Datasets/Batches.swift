@@ -14,7 +14,7 @@ public struct BatchSampler: Sendable {
     public let flip: Bool
 
     public init(dataset: ImageDataset, batchSize: Int, seed: UInt64, flip: Bool) {
-        precondition(batchSize >= 1 && batchSize <= dataset.count, "batch size \(batchSize) for \(dataset.count) images")
+        require(batchSize >= 1 && batchSize <= dataset.count, "batch size \(batchSize) for \(dataset.count) images")
         self.dataset = dataset; self.batchSize = batchSize; self.seed = seed; self.flip = flip
     }
 

@@ -8,8 +8,8 @@ public struct Image: Equatable, Sendable {
     public var pixels: [UInt8]
 
     public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
-        precondition(channels == 1 || channels == 3, "images are grey or RGB, not \(channels) channels")
-        precondition(pixels.count == width * height * channels, "\(pixels.count) bytes for \(width)x\(height)x\(channels)")
+        require(channels == 1 || channels == 3, "images are grey or RGB, not \(channels) channels")
+        require(pixels.count == width * height * channels, "\(pixels.count) bytes for \(width)x\(height)x\(channels)")
         self.width = width; self.height = height; self.channels = channels; self.pixels = pixels
     }
 
@@ -17,7 +17,7 @@ public struct Image: Equatable, Sendable {
     /// round(clamp(x / 2 + 0.5, 0, 1) 255).
     public init(_ x: Tensor) {
         let s = x.rank == 4 ? Array(x.shape.dropFirst()) : x.shape
-        precondition(s.count == 3 && x.count == s.reduce(1, *), "an image tensor is [C, H, W], got \(x.shape)")
+        require(s.count == 3 && x.count == s.reduce(1, *), "an image tensor is [C, H, W], got \(x.shape)")
         let (c, h, w) = (s[0], s[1], s[2])
         var pixels = [UInt8](repeating: 0, count: c * h * w)
         for ch in 0..<c {

@@ -19,15 +19,15 @@ public struct ImageDataset: @unchecked Sendable {
     public var imageSize: Int { channels * height * width }
 
     public init(pixels: Storage, count: Int, channels: Int, height: Int, width: Int, source: String, labels: ClassLabels? = nil) {
-        precondition(pixels.count == count * channels * height * width)
-        precondition(labels == nil || labels!.values.count == count, "\(labels!.values.count) labels for \(count) images")
+        require(pixels.count == count * channels * height * width)
+        require(labels == nil || labels!.values.count == count, "\(labels!.values.count) labels for \(count) images")
         self.pixels = pixels; self.count = count; self.channels = channels
         self.height = height; self.width = width; self.source = source; self.labels = labels
     }
 
     /// Images `range` as a tensor [n, C, H, W].
     public func images(_ range: Range<Int>) -> Tensor {
-        precondition(range.lowerBound >= 0 && range.upperBound <= count, "images \(range) of \(count)")
+        require(range.lowerBound >= 0 && range.upperBound <= count, "images \(range) of \(count)")
         let s = Storage(uninitializedCount: range.count * imageSize)
         s.pointer.update(from: pixels.pointer + range.lowerBound * imageSize, count: range.count * imageSize)
         return Tensor(shape: [range.count, channels, height, width], storage: s)

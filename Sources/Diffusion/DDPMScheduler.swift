@@ -76,7 +76,7 @@ public struct DDPMScheduler: Scheduler {
 
     public func step(_ output: Tensor, timestep t: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
         let (modelOutput, variance) = splitVariance(output, channels: sample.shape[1])
-        precondition(!config.varianceType.isLearned || variance != nil,
+        require(!config.varianceType.isLearned || variance != nil,
                      "variance_type \(config.varianceType.rawValue) needs a model output of twice the sample's channels")
         let c = coefficients(t)
         let x0 = clippedOriginal(modelOutput, sample: sample, timestep: t)

@@ -22,7 +22,7 @@ extension Pipeline {
     public func edit(_ images: Tensor, strength: Float, with scheduler: any Scheduler, classLabels: [Int]? = nil,
                      guidanceScale: Float = 1, batchSize: Int = 64, using rng: inout RandomGenerator,
                      progress: (Int, Int) -> Void = { _, _ in }) -> Tensor {
-        precondition(strength >= 0 && strength <= 1, "strength \(strength) is outside [0, 1]")
+        require(strength >= 0 && strength <= 1, "strength \(strength) is outside [0, 1]")
         guard let start = Self.editStart(strength: strength, scheduler: scheduler) else { return images.copy() }
         let noise = Tensor.randomNormal(images.shape, using: &rng)
         return generate(from: scheduler.addNoise(images, noise: noise, index: start), startingAt: start, with: scheduler,
@@ -69,7 +69,7 @@ extension Pipeline {
 /// Gaussian noise at the norm the model expects where a straight line would shrink it:
 /// sin((1 - t) theta) / sin theta a + sin(t theta) / sin theta b, theta the angle between them.
 public func slerp(_ a: Tensor, _ b: Tensor, _ t: Float) -> Tensor {
-    precondition(a.shape == b.shape, "slerp of \(a.shape) and \(b.shape)")
+    require(a.shape == b.shape, "slerp of \(a.shape) and \(b.shape)")
     var dot = 0.0, na = 0.0, nb = 0.0
     for i in 0..<a.count {
         let x = Double(a.pointer[i]), y = Double(b.pointer[i])

@@ -59,7 +59,7 @@ extension NoiseSchedule {
 
     /// out[n] = a(abar_t) x[n] + b(abar_t) y[n], in float32 as diffusers computes it.
     private func mix(_ x: Tensor, _ y: Tensor, timesteps: [Int], _ coefficients: (Float) -> (Float, Float)) -> Tensor {
-        precondition(x.shape == y.shape && x.shape[0] == timesteps.count,
+        require(x.shape == y.shape && x.shape[0] == timesteps.count,
                      "forward process: x \(x.shape), noise \(y.shape), \(timesteps.count) timesteps")
         let per = x.count / timesteps.count
         let out = Tensor(zeros: x.shape)
@@ -76,7 +76,7 @@ extension NoiseSchedule {
 /// (1/N) sum_n w_n mean_i (prediction - target)^2. Differentiable in `prediction`.
 public func diffusionLoss(prediction: Tensor, target: Tensor, weights: [Float]? = nil) -> Tensor {
     guard let weights else { return meanSquaredError(prediction, target) }
-    precondition(weights.count == prediction.shape[0], "\(weights.count) loss weights for batch \(prediction.shape[0])")
+    require(weights.count == prediction.shape[0], "\(weights.count) loss weights for batch \(prediction.shape[0])")
     let diff = prediction - target
     let w = Tensor(shape: [weights.count] + Array(repeating: 1, count: prediction.rank - 1), weights)
     return (diff * diff * w).mean()
@@ -84,7 +84,7 @@ public func diffusionLoss(prediction: Tensor, target: Tensor, weights: [Float]? 
 
 /// a x + b y, elementwise, no gradient.
 func linearCombination(_ a: Float, _ x: Tensor, _ b: Float, _ y: Tensor) -> Tensor {
-    precondition(x.shape == y.shape, "combining \(x.shape) with \(y.shape)")
+    require(x.shape == y.shape, "combining \(x.shape) with \(y.shape)")
     let out = Tensor(zeros: x.shape)
     let xs = x.pointer, ys = y.pointer, o = out.pointer
     for i in 0..<x.count { o[i] = a * xs[i] + b * ys[i] }

@@ -95,7 +95,7 @@ public struct VariationalBound: Sendable {
     /// improved-diffusion scales it), differentiable in the variance values only: the mean comes
     /// from `prediction` with its gradient stopped, so L_simple alone trains it.
     public func learnedVarianceLoss(prediction: Tensor, variance: Tensor, x0: Tensor, xt: Tensor, timesteps: [Int]) -> Tensor {
-        precondition(config.varianceType == .learnedRange, "the hybrid loss trains learned_range variances")
+        require(config.varianceType == .learnedRange, "the hybrid loss trains learned_range variances")
         let n = x0.shape[0], per = x0.count / n
         let estimate = Tensor.joined((0..<n).map { i in
             schedule.originalSample(from: prediction.detached.slice(i..<(i + 1)), type: config.predictionType,

@@ -318,11 +318,11 @@ public struct Denoising: Sequence, IteratorProtocol, DenoisingLoop {
 
     init(unet: UNet2DModel, scheduler: any Scheduler, sample: Tensor, startIndex: Int, rng: RandomGenerator, classLabels: [Int]?,
          guidanceScale: Float) {
-        precondition((classLabels != nil) == unet.config.isClassConditional,
+        require((classLabels != nil) == unet.config.isClassConditional,
                      unet.config.isClassConditional ? "a class-conditional model samples with labels" : "an unconditional model takes no labels")
-        precondition(classLabels == nil || classLabels!.count == sample.shape[0], "\(classLabels!.count) labels for \(sample.shape[0]) images")
-        precondition(guidanceScale == 1 || unet.config.nullClassLabel != nil, "guidance needs a class-conditional model with a null label")
-        precondition(startIndex >= 0 && startIndex <= scheduler.timesteps.count, "start at call \(startIndex) of \(scheduler.timesteps.count)")
+        require(classLabels == nil || classLabels!.count == sample.shape[0], "\(classLabels!.count) labels for \(sample.shape[0]) images")
+        require(guidanceScale == 1 || unet.config.nullClassLabel != nil, "guidance needs a class-conditional model with a null label")
+        require(startIndex >= 0 && startIndex <= scheduler.timesteps.count, "start at call \(startIndex) of \(scheduler.timesteps.count)")
         self.unet = unet; self.scheduler = scheduler; self.rng = rng; self.sample = sample; index = startIndex
         self.classLabels = classLabels; self.guidanceScale = guidanceScale
     }

@@ -20,7 +20,7 @@ public struct RePaintSchedule: Sendable {
         let t = config.numTrainTimesteps
         guard steps >= 1 && steps <= t else { throw SchedulerError.stepCount(steps, trainTimesteps: t) }
         guard eta >= 0 else { throw SchedulerError.negativeEta(eta) }
-        precondition(jumpLength >= 1 && jumpSamples >= 1, "jump length and jump samples must be at least 1")
+        require(jumpLength >= 1 && jumpSamples >= 1, "jump length and jump samples must be at least 1")
         schedule = NoiseSchedule(config)
         self.steps = steps; self.jumpLength = jumpLength; self.jumpSamples = jumpSamples
         self.eta = eta; clipSample = config.clipSample
@@ -60,7 +60,7 @@ public struct RePaintSchedule: Sendable {
     /// Re-noising from t (the lower timestep) back up by `stride` forward steps, one noise each:
     /// x <- sqrt(1 - beta_{t+i}) x + sqrt(beta_{t+i}) z_i (diffusers indexes beta from t).
     public func undo(_ sample: Tensor, timestep t: Int, noises: [Tensor]) -> Tensor {
-        precondition(noises.count == stride, "undo takes \(stride) noises, got \(noises.count)")
+        require(noises.count == stride, "undo takes \(stride) noises, got \(noises.count)")
         var x = sample
         for (i, z) in noises.enumerated() {
             let beta = schedule.betas[t + i]
@@ -74,7 +74,7 @@ public struct RePaintSchedule: Sendable {
 func masked(_ known: Tensor, _ unknown: Tensor, mask: Tensor) -> Tensor {
     let (n, c, h, w) = (known.shape[0], known.shape[1], known.shape[2], known.shape[3])
     let (mn, mc) = (mask.shape[0], mask.shape[1])
-    precondition(mask.shape[2] == h && mask.shape[3] == w && (mn == 1 || mn == n) && (mc == 1 || mc == c), "mask \(mask.shape) for \(known.shape)")
+    require(mask.shape[2] == h && mask.shape[3] == w && (mn == 1 || mn == n) && (mc == 1 || mc == c), "mask \(mask.shape) for \(known.shape)")
     let out = unknown.copy()
     for b in 0..<n { for ch in 0..<c {
         let m = mask.pointer + ((mn == 1 ? 0 : b) * mc + (mc == 1 ? 0 : ch)) * h * w

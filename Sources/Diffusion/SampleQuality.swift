@@ -49,7 +49,7 @@ public struct ClassifierTraining {
 
     /// Trains `classifier` in place; `progress(step, steps, loss)` after every step.
     public func train(_ classifier: ImageClassifier, on data: ImageDataset, progress: (Int, Int, Float) -> Void = { _, _, _ in }) {
-        precondition(data.labels != nil, "a classifier trains on labelled images")
+        require(data.labels != nil, "a classifier trains on labelled images")
         let sampler = BatchSampler(dataset: data, batchSize: batchSize, seed: seed, flip: flip)
         let steps = epochs * sampler.batchesPerEpoch
         let optimizer = AdamW(parameters: classifier.parameterTensors, learningRate: learningRate, weightDecay: 1e-4)
@@ -76,14 +76,14 @@ public struct FeatureStatistics: Equatable, Sendable {
     public var dimension: Int { mean.count }
 
     public init(mean: [Double], covariance: [Double], count: Int) {
-        precondition(covariance.count == mean.count * mean.count, "covariance of \(covariance.count) entries for \(mean.count) dimensions")
+        require(covariance.count == mean.count * mean.count, "covariance of \(covariance.count) entries for \(mean.count) dimensions")
         self.mean = mean; self.covariance = covariance; self.count = count
     }
 
     /// The statistics of features [N, D], N >= 2.
     public init(features: Tensor) {
         let (n, d) = (features.shape[0], features.shape[1])
-        precondition(features.rank == 2 && n >= 2, "statistics need at least two feature vectors [N, D], got \(features.shape)")
+        require(features.rank == 2 && n >= 2, "statistics need at least two feature vectors [N, D], got \(features.shape)")
         var mean = [Double](repeating: 0, count: d)
         for i in 0..<n { for j in 0..<d { mean[j] += Double(features.pointer[i * d + j]) } }
         mean = mean.map { $0 / Double(n) }
@@ -121,7 +121,7 @@ public struct FeatureStatistics: Equatable, Sendable {
 /// The Frechet distance between the Gaussians fitted to two feature sets (Heusel et al. 2017):
 /// |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2).
 public func frechetDistance(_ a: FeatureStatistics, _ b: FeatureStatistics) -> Double {
-    precondition(a.dimension == b.dimension, "Frechet distance of \(a.dimension)- and \(b.dimension)-dimensional features")
+    require(a.dimension == b.dimension, "Frechet distance of \(a.dimension)- and \(b.dimension)-dimensional features")
     let d = a.dimension
     let meanTerm = zip(a.mean, b.mean).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }
     let traces = (0..<d).reduce(0) { $0 + a.covariance[$1 * d + $1] + b.covariance[$1 * d + $1] }
@@ -138,7 +138,7 @@ public struct KernelDistance: Sendable {
     public init(_ x: Tensor, _ y: Tensor, subsets: Int = 100, subsetSize: Int = 1000, using rng: inout RandomGenerator) {
         let d = x.shape[1]
         let m = min(subsetSize, x.shape[0], y.shape[0])
-        precondition(m >= 2 && y.shape[1] == d, "KID needs two or more features in each set, of one width")
+        require(m >= 2 && y.shape[1] == d, "KID needs two or more features in each set, of one width")
         func kernelSum(_ a: Tensor, _ b: Tensor, skipDiagonal: Bool) -> Double {
             let gram = a.linear(weight: b, bias: nil)  // [m, m] of dot products
             var total = 0.0
@@ -178,7 +178,7 @@ public struct PrecisionRecall: Sendable {
     public let k: Int
 
     public init(real: Tensor, generated: Tensor, k: Int = 3) {
-        precondition(real.shape[0] > k && generated.shape[0] > k, "precision/recall need more than k = \(k) points in each set")
+        require(real.shape[0] > k && generated.shape[0] > k, "precision/recall need more than k = \(k) points in each set")
         let realRadii = Self.radii(real, k: k), generatedRadii = Self.radii(generated, k: k)
         precision = Self.shareInside(generated, manifold: real, radii: realRadii)
         recall = Self.shareInside(real, manifold: generated, radii: generatedRadii)

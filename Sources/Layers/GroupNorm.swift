@@ -9,7 +9,7 @@ public final class GroupNorm: Module {
     public let bias: Tensor
 
     public init(groups: Int, channels: Int, epsilon: Float = 1e-5) {
-        precondition(channels % groups == 0, "GroupNorm: \(channels) channels do not split into \(groups) groups")
+        require(channels % groups == 0, "GroupNorm: \(channels) channels do not split into \(groups) groups")
         self.groups = groups
         self.epsilon = epsilon
         weight = Tensor(shape: [channels], repeating: 1).trainable()

@@ -6,7 +6,7 @@ public final class MLP: Module {
     public let layers: [Linear]
 
     public init(widths: [Int], using rng: inout RandomGenerator) {
-        precondition(widths.count >= 2, "MLP needs at least input and output widths")
+        require(widths.count >= 2, "MLP needs at least input and output widths")
         layers = zip(widths, widths.dropFirst()).map { Linear(inputFeatures: $0, outputFeatures: $1, using: &rng) }
     }
 

@@ -7,7 +7,7 @@ public enum SymmetricMatrix {
     /// cyclic Jacobi rotations (Golub & Van Loan, 8.5): accurate to rounding for any symmetric
     /// matrix, O(n^3) a sweep, a handful of sweeps.
     public static func eigen(_ a: [Double], n: Int) -> (values: [Double], vectors: [Double]) {
-        precondition(a.count == n * n, "eigen: \(a.count) entries for an \(n) x \(n) matrix")
+        require(a.count == n * n, "eigen: \(a.count) entries for an \(n) x \(n) matrix")
         var a = a, v = [Double](repeating: 0, count: n * n)
         for i in 0..<n { v[i * n + i] = 1 }
         let scale = a.reduce(0) { $0 + $1 * $1 }

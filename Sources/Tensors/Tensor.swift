@@ -12,7 +12,7 @@ public struct Tensor: @unchecked Sendable {
     var node: Node?
 
     public init(shape: [Int], storage: Storage) {
-        precondition(shape.reduce(1, *) == storage.count,
+        require(shape.reduce(1, *) == storage.count,
                      "shape \(shape) needs \(shape.reduce(1, *)) elements, storage has \(storage.count)")
         self.shape = shape
         self.storage = storage
@@ -40,7 +40,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// The value of a one-element tensor.
     public var item: Float {
-        precondition(count == 1, "item needs one element, shape is \(shape)")
+        require(count == 1, "item needs one element, shape is \(shape)")
         return storage.pointer[0]
     }
 
@@ -52,7 +52,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// Items `range` along the first dimension (images of a batch), copied, untracked.
     public func slice(_ range: Range<Int>) -> Tensor {
-        precondition(range.lowerBound >= 0 && range.upperBound <= shape[0], "slice \(range) of \(shape)")
+        require(range.lowerBound >= 0 && range.upperBound <= shape[0], "slice \(range) of \(shape)")
         let per = count / shape[0]
         let s = Storage(uninitializedCount: range.count * per)
         s.pointer.update(from: pointer + range.lowerBound * per, count: range.count * per)
@@ -62,7 +62,7 @@ public struct Tensor: @unchecked Sendable {
     /// Tensors equal in shape after the first dimension, joined along it (a batch of batches), untracked.
     public static func joined(_ parts: [Tensor]) -> Tensor {
         let rest = Array(parts[0].shape.dropFirst())
-        precondition(parts.allSatisfy { Array($0.shape.dropFirst()) == rest }, "joining \(parts.map(\.shape))")
+        require(parts.allSatisfy { Array($0.shape.dropFirst()) == rest }, "joining \(parts.map(\.shape))")
         let s = Storage(uninitializedCount: parts.reduce(0) { $0 + $1.count })
         var offset = 0
         for p in parts { (s.pointer + offset).update(from: p.pointer, count: p.count); offset += p.count }

@@ -15,7 +15,7 @@ public final class AdamW {
 
     public init(parameters: [Tensor], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
                 epsilon: Float = 1e-8, weightDecay: Float = 1e-2) {
-        precondition(parameters.allSatisfy(\.requiresGradient), "AdamW: every parameter must be trainable")
+        require(parameters.allSatisfy(\.requiresGradient), "AdamW: every parameter must be trainable")
         self.parameters = parameters
         self.learningRate = learningRate
         self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon; self.weightDecay = weightDecay
@@ -54,7 +54,7 @@ public final class AdamW {
     }
 
     public func restore(step: Int, moments saved: [Tensor]) {
-        precondition(saved.count == 2 * moments.count, "AdamW: \(saved.count) moment tensors for \(moments.count) parameters")
+        require(saved.count == 2 * moments.count, "AdamW: \(saved.count) moment tensors for \(moments.count) parameters")
         self.step = step
         for (i, (m, v)) in moments.enumerated() {
             m.pointer.update(from: saved[2 * i].pointer, count: m.count)

@@ -86,9 +86,9 @@ public final class UNet2DModel: Module {
     }
 
     func forward(_ sample: Tensor, timesteps: [Float], classLabels: [Int]?, dropout rng: inout RandomGenerator?) -> Tensor {
-        precondition(sample.rank == 4 && sample.shape[1] == config.inChannels && timesteps.count == sample.shape[0],
+        require(sample.rank == 4 && sample.shape[1] == config.inChannels && timesteps.count == sample.shape[0],
                      "UNet: sample \(sample.shape) with \(timesteps.count) timesteps; expected [N, \(config.inChannels), H, W] and N timesteps")
-        precondition((classLabels != nil) == config.isClassConditional,
+        require((classLabels != nil) == config.isClassConditional,
                      config.isClassConditional ? "UNet: a class-conditional model needs class labels" : "UNet: an unconditional model takes no class labels")
         let projection = { (values: [Float]) in
             timestepEmbedding(values, dimension: self.config.blockOutChannels[0], flipSinToCos: self.config.flipSinToCos,
@@ -96,7 +96,7 @@ public final class UNet2DModel: Module {
         }
         var emb = timeEmbedding(projection(timesteps))
         if let classLabels {
-            precondition(classLabels.count == sample.shape[0], "UNet: \(classLabels.count) class labels for \(sample.shape[0]) images")
+            require(classLabels.count == sample.shape[0], "UNet: \(classLabels.count) class labels for \(sample.shape[0]) images")
             if let classTable { emb = emb + classTable(classLabels) }
             if let classMLP { emb = emb + classMLP(projection(classLabels.map(Float.init))) }
         }

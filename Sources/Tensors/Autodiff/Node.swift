@@ -68,10 +68,10 @@ extension Tensor {
         let order = topologicalOrder(from: root)
         let g = root.gradientStorage()
         if let seed {
-            precondition(seed.count == count, "seed has \(seed.count) elements, tensor \(count)")
+            require(seed.count == count, "seed has \(seed.count) elements, tensor \(count)")
             for i in 0..<count { g.pointer[i] += seed.pointer[i] }
         } else {
-            precondition(count == 1, "backward() without a seed needs a scalar, shape is \(shape)")
+            require(count == 1, "backward() without a seed needs a scalar, shape is \(shape)")
             g.pointer[0] += 1
         }
         for n in order.reversed() where !n.isLeaf {

@@ -121,14 +121,14 @@ public enum NPY {
 
         /// Appends rows [k, shape[1...]] after those written so far.
         public func append(_ rows: Tensor) throws {
-            precondition(Swift.Array(rows.shape.dropFirst()) == Swift.Array(shape.dropFirst()) && self.rows + rows.shape[0] <= shape[0],
+            require(Swift.Array(rows.shape.dropFirst()) == Swift.Array(shape.dropFirst()) && self.rows + rows.shape[0] <= shape[0],
                          "NPY.Writer: rows \(rows.shape) do not continue \(shape) after \(self.rows)")
             try file.write(Data(bytes: rows.pointer, count: 4 * rows.count))
             self.rows += rows.shape[0]
         }
 
         public func finish() throws {
-            precondition(rows == shape[0], "NPY.Writer: \(rows) of \(shape[0]) rows written")
+            require(rows == shape[0], "NPY.Writer: \(rows) of \(shape[0]) rows written")
             try file.commit()
         }
     }

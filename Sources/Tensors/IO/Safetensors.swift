@@ -79,7 +79,7 @@ public enum Safetensors {
 
     /// The bytes of a safetensors file holding `tensors` (sorted by name) as `dtype` (F32 or F16).
     public static func encode(_ tensors: [String: Tensor], metadata: [String: String] = [:], dtype: DType = .f32) -> Data {
-        precondition(dtype == .f32 || dtype == .f16, "safetensors: write F32 or F16")
+        require(dtype == .f32 || dtype == .f16, "safetensors: write F32 or F16")
         let names = tensors.keys.sorted()
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }

@@ -92,7 +92,7 @@ public func attentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k
                               v: UnsafePointer<Float>, saved: UnsafePointer<Float>,
                               dout: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
                               dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
-    precondition(g.tokenStride == g.width, "attention backward: q, k and v are separate [B, L, H d]")
+    require(g.tokenStride == g.width, "attention backward: q, k and v are separate [B, L, H d]")
     if g.smallHeads {
         return smallHeadAttentionBackward(g, q: q, k: k, v: v, logSumExp: saved, dout: dout, dq: dq, dk: dk, dv: dv,
                                           kernels: kernels)

@@ -9,7 +9,7 @@ public struct GroupNormGeometry: Sendable {
     public var batch, channels, spatial, groups: Int
     public var epsilon: Float
     public init(batch: Int, channels: Int, spatial: Int, groups: Int, epsilon: Float) {
-        precondition(channels % groups == 0, "GroupNorm: \(channels) channels do not split into \(groups) groups")
+        require(channels % groups == 0, "GroupNorm: \(channels) channels do not split into \(groups) groups")
         self.batch = batch; self.channels = channels; self.spatial = spatial
         self.groups = groups; self.epsilon = epsilon
     }

@@ -25,7 +25,7 @@ extension Tensor {
     /// Inverted dropout: zeroes each element with probability p and scales survivors by 1/(1-p).
     /// The identity when p is 0. One word of `rng` keys the whole mask (see `dropoutForward`).
     public func dropout(_ p: Float, using rng: inout RandomGenerator) -> Tensor {
-        precondition(p >= 0 && p < 1, "dropout probability \(p) is outside [0, 1)")
+        require(p >= 0 && p < 1, "dropout probability \(p) is outside [0, 1)")
         if p == 0 { return self }
         let key = rng.next()
         let mask = Storage(uninitializedCount: count), out = Storage(uninitializedCount: count)

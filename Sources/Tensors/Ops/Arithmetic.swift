@@ -53,7 +53,7 @@ extension Tensor {
         if let i = dims.firstIndex(of: -1) {
             dims[i] = count / dims.enumerated().filter { $0.offset != i }.map(\.element).reduce(1, *)
         }
-        precondition(dims.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        require(dims.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
         let n = node
         return Tensor.result(dims, storage, inputs: [self], op: "reshape") { g in
             accumulate(n!.gradientStorage().pointer, g.pointer, count: g.count)
@@ -76,7 +76,7 @@ extension Tensor {
 
 /// mean((prediction - target)^2): the DDPM training loss (Ho et al., eq. 14).
 public func meanSquaredError(_ prediction: Tensor, _ target: Tensor) -> Tensor {
-    precondition(prediction.shape == target.shape, "MSE of shapes \(prediction.shape) and \(target.shape)")
+    require(prediction.shape == target.shape, "MSE of shapes \(prediction.shape) and \(target.shape)")
     let diff = prediction - target
     return (diff * diff).mean()
 }

@@ -5,7 +5,7 @@ import Foundation
 extension Tensor {
     /// The mean over the spatial dimensions: [N, C, H, W] -> [N, C] (global average pooling).
     public func spatialMean() -> Tensor {
-        precondition(rank == 4, "spatialMean: input \(shape) is not [N, C, H, W]")
+        require(rank == 4, "spatialMean: input \(shape) is not [N, C, H, W]")
         let planes = shape[0] * shape[1], pixels = shape[2] * shape[3]
         let out = Storage(uninitializedCount: planes)
         for p in 0..<planes { out.pointer[p] = Float(sumOfElements(pointer + p * pixels, count: pixels) / Double(pixels)) }
@@ -23,9 +23,9 @@ extension Tensor {
 /// The mean over rows of -log softmax(logits)[label]: logits [N, K], one label in 0..<K per row.
 /// Its gradient is (softmax - one-hot) / N.
 public func crossEntropy(_ logits: Tensor, labels: [Int]) -> Tensor {
-    precondition(logits.rank == 2 && logits.shape[0] == labels.count, "crossEntropy: logits \(logits.shape) for \(labels.count) labels")
+    require(logits.rank == 2 && logits.shape[0] == labels.count, "crossEntropy: logits \(logits.shape) for \(labels.count) labels")
     let (rows, k) = (logits.shape[0], logits.shape[1])
-    precondition(labels.allSatisfy { (0..<k).contains($0) }, "crossEntropy: a label outside 0..<\(k)")
+    require(labels.allSatisfy { (0..<k).contains($0) }, "crossEntropy: a label outside 0..<\(k)")
     let probabilities = logits.storage.copy()
     softmaxRows(probabilities.pointer, rows: rows, n: k)
     var total = 0.0

@@ -6,7 +6,7 @@ extension Tensor {
     /// KL(N(mean1, e^logVariance1) || N(mean2, e^self)) elementwise, in nats; self is the second
     /// Gaussian's log variance. The other arguments are constants of the same shape.
     public func gaussianKL(mean1: Tensor, logVariance1: Tensor, mean2: Tensor) -> Tensor {
-        precondition(mean1.shape == shape && logVariance1.shape == shape && mean2.shape == shape, "gaussianKL shapes")
+        require(mean1.shape == shape && logVariance1.shape == shape && mean2.shape == shape, "gaussianKL shapes")
         let out = Storage(uninitializedCount: count)
         let (m1, lv1, m2, lv2) = (mean1.pointer, logVariance1.pointer, mean2.pointer, pointer)
         for i in 0..<count {
@@ -29,7 +29,7 @@ extension Tensor {
     /// the outer bins open (`discretizedGaussianLogLikelihood` in Diffusion has the formula); self is
     /// the log variance, `x` and `mean` constants. The gradient is taken with respect to self.
     public func discretizedGaussianNLL(x: Tensor, mean: Tensor) -> Tensor {
-        precondition(x.shape == shape && mean.shape == shape, "discretizedGaussianNLL shapes")
+        require(x.shape == shape && mean.shape == shape, "discretizedGaussianNLL shapes")
         let out = Storage(uninitializedCount: count)
         for i in 0..<count {
             out.pointer[i] = Float(-discretizedLogLikelihood(Double(x.pointer[i]), mean: Double(mean.pointer[i]),

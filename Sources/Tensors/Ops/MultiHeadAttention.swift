@@ -1,9 +1,9 @@
 /// Multi-head scaled dot-product attention. query, key, value [B, L, H d] with the heads side by
 /// side in the last dimension, as linear layers produce them; the result has the same layout.
 public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor, heads: Int) -> Tensor {
-    precondition(query.rank == 3 && query.shape == key.shape && key.shape == value.shape,
+    require(query.rank == 3 && query.shape == key.shape && key.shape == value.shape,
                  "attention: query \(query.shape), key \(key.shape), value \(value.shape) must be equal [B, L, H d]")
-    precondition(query.shape[2] % heads == 0, "attention: width \(query.shape[2]) does not split into \(heads) heads")
+    require(query.shape[2] % heads == 0, "attention: width \(query.shape[2]) does not split into \(heads) heads")
     let g = AttentionGeometry(batch: query.shape[0], length: query.shape[1], heads: heads,
                               headDim: query.shape[2] / heads)
     let out = Storage(uninitializedCount: query.count)
@@ -36,11 +36,11 @@ public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
 /// while gradients are recorded.
 public func pixelAttention(_ x: Tensor, qkvWeight: UnsafePointer<Float>, qkvBias: UnsafePointer<Float>?,
                            outWeight: Tensor, outBias: Tensor?, heads: Int, residual: Tensor) -> Tensor {
-    precondition(!GradientRecording.isOn || ([x, outWeight, residual] + (outBias.map { [$0] } ?? [])).allSatisfy { $0.node == nil },
+    require(!GradientRecording.isOn || ([x, outWeight, residual] + (outBias.map { [$0] } ?? [])).allSatisfy { $0.node == nil },
                  "pixelAttention keeps nothing for a backward pass: call it without gradients")
-    precondition(x.rank == 4 && residual.shape == x.shape, "pixelAttention: x \(x.shape), residual \(residual.shape)")
+    require(x.rank == 4 && residual.shape == x.shape, "pixelAttention: x \(x.shape), residual \(residual.shape)")
     let (n, c, l) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-    precondition(outWeight.shape == [c, c] && c % heads == 0, "pixelAttention: to_out \(outWeight.shape) for \(c) channels, \(heads) heads")
+    require(outWeight.shape == [c, c] && c % heads == 0, "pixelAttention: to_out \(outWeight.shape) for \(c) channels, \(heads) heads")
     let g = AttentionGeometry(batch: n, length: l, heads: heads, headDim: c / heads, tokenStride: 3 * c)
     let qkv = Storage(uninitializedCount: n * l * 3 * c), attended = Storage(uninitializedCount: n * l * c)
     let out = Storage(uninitializedCount: x.count)

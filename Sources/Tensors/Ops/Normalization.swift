@@ -4,7 +4,7 @@ extension Tensor {
     public func groupNorm(groups: Int, gamma: Tensor, beta: Tensor, epsilon: Float, silu: Bool = false) -> Tensor {
         let g = GroupNormGeometry(batch: shape[0], channels: shape[1], spatial: count / (shape[0] * shape[1]),
                                   groups: groups, epsilon: epsilon)
-        precondition(gamma.count == g.channels && beta.count == g.channels,
+        require(gamma.count == g.channels && beta.count == g.channels,
                      "groupNorm: gamma \(gamma.shape) / beta \(beta.shape) for \(g.channels) channels")
         let out = Storage(uninitializedCount: count)
         let stats = Storage(uninitializedCount: 2 * g.batch * groups)

@@ -31,7 +31,7 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
     let first = parts[0]
     let batch = first.shape[0], inner = first.count / (first.shape[0] * first.shape[1])
     for p in parts {
-        precondition(p.shape[0] == batch && p.count / (p.shape[0] * p.shape[1]) == inner && p.rank == first.rank,
+        require(p.shape[0] == batch && p.count / (p.shape[0] * p.shape[1]) == inner && p.rank == first.rank,
                      "concat: shapes \(parts.map(\.shape)) differ outside dimension 1")
     }
     let channels = parts.map { $0.shape[1] }, total = channels.reduce(0, +)
@@ -62,7 +62,7 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
 extension Tensor {
     /// Channels `range` of [N, C, ...] (dimension 1), copied; the gradient goes back into them.
     public func channels(_ range: Range<Int>) -> Tensor {
-        precondition(rank >= 2 && range.lowerBound >= 0 && range.upperBound <= shape[1], "channels \(range) of \(shape)")
+        require(rank >= 2 && range.lowerBound >= 0 && range.upperBound <= shape[1], "channels \(range) of \(shape)")
         let batch = shape[0], total = shape[1], inner = count / (batch * total), c = range.count
         let out = Storage(uninitializedCount: batch * c * inner)
         copyRows(pointer + range.lowerBound * inner, srcStride: total * inner, out.pointer, dstStride: c * inner,
