@@ -77,7 +77,7 @@ public struct DDPMScheduler: Scheduler {
     public func step(_ output: Tensor, timestep t: Int, sample: Tensor, noise: Tensor?) -> SchedulerStep {
         let (modelOutput, variance) = splitVariance(output, channels: sample.shape[1])
         require(!config.varianceType.isLearned || variance != nil,
-                     "variance_type \(config.varianceType.rawValue) needs a model output of twice the sample's channels")
+                "variance_type \(config.varianceType.rawValue) needs a model output of twice the sample's channels")
         let c = coefficients(t)
         let x0 = clippedOriginal(modelOutput, sample: sample, timestep: t)
         let x0Coefficient = c.abarPrev.squareRoot() * c.beta / (1 - c.abar)

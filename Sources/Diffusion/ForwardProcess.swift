@@ -60,7 +60,7 @@ extension NoiseSchedule {
     /// out[n] = a(abar_t) x[n] + b(abar_t) y[n], in float32 as diffusers computes it.
     private func mix(_ x: Tensor, _ y: Tensor, timesteps: [Int], _ coefficients: (Float) -> (Float, Float)) -> Tensor {
         require(x.shape == y.shape && x.shape[0] == timesteps.count,
-                     "forward process: x \(x.shape), noise \(y.shape), \(timesteps.count) timesteps")
+                "forward process: x \(x.shape), noise \(y.shape), \(timesteps.count) timesteps")
         let per = x.count / timesteps.count
         let out = Tensor(zeros: x.shape)
         for (n, t) in timesteps.enumerated() {

@@ -319,7 +319,7 @@ public struct Denoising: Sequence, IteratorProtocol, DenoisingLoop {
     init(unet: UNet2DModel, scheduler: any Scheduler, sample: Tensor, startIndex: Int, rng: RandomGenerator, classLabels: [Int]?,
          guidanceScale: Float) {
         require((classLabels != nil) == unet.config.isClassConditional,
-                     unet.config.isClassConditional ? "a class-conditional model samples with labels" : "an unconditional model takes no labels")
+                unet.config.isClassConditional ? "a class-conditional model samples with labels" : "an unconditional model takes no labels")
         require(classLabels == nil || classLabels!.count == sample.shape[0], "\(classLabels!.count) labels for \(sample.shape[0]) images")
         require(guidanceScale == 1 || unet.config.nullClassLabel != nil, "guidance needs a class-conditional model with a null label")
         require(startIndex >= 0 && startIndex <= scheduler.timesteps.count, "start at call \(startIndex) of \(scheduler.timesteps.count)")

@@ -98,7 +98,7 @@ public final class Trainer {
     public func train(on x0: Tensor, labels: [Int]? = nil) -> Float {
         let batch = x0.shape[0]
         require((labels != nil) == unet.config.isClassConditional,
-                     unet.config.isClassConditional ? "a class-conditional model trains on labelled images" : "an unconditional model takes no labels")
+                unet.config.isClassConditional ? "a class-conditional model trains on labelled images" : "an unconditional model takes no labels")
         let timesteps = (0..<batch).map { _ in rng.integer(below: schedule.count) }
         let noise = Tensor.randomNormal(x0.shape, using: &rng)
         var labels = labels

@@ -13,7 +13,7 @@ public struct Tensor: @unchecked Sendable {
 
     public init(shape: [Int], storage: Storage) {
         require(shape.reduce(1, *) == storage.count,
-                     "shape \(shape) needs \(shape.reduce(1, *)) elements, storage has \(storage.count)")
+                "shape \(shape) needs \(shape.reduce(1, *)) elements, storage has \(storage.count)")
         self.shape = shape
         self.storage = storage
         self.node = nil

@@ -56,9 +56,10 @@ static void K(channels_last_bordered)(const float *x, long c, long h, long w, fl
         }
 }
 
-// Winograd F(2x2, 3x3) input and output transforms, channels last (the products between them
-// are small GEMMs). The transforms that write V step a whole vector of channels (VL), the output
-// transforms 8; the channel counts are padded to both (`vectorPadded`): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
+// Winograd F(2x2, 3x3) input and output transforms, channels last (the products between them are
+// small GEMMs): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1]. The
+// transforms that write V step a whole vector of channels (VL), the output transforms 8; the
+// channel counts are padded to both (`vectorPadded`).
 
 // Each row of B^T d is two rows of d combined (row0 - row2, row1 + row2, row2 - row1, row1 - row3),
 // made and multiplied by B one at a time so that few vectors are live. Channels a whole vector at

@@ -87,9 +87,9 @@ public final class UNet2DModel: Module {
 
     func forward(_ sample: Tensor, timesteps: [Float], classLabels: [Int]?, dropout rng: inout RandomGenerator?) -> Tensor {
         require(sample.rank == 4 && sample.shape[1] == config.inChannels && timesteps.count == sample.shape[0],
-                     "UNet: sample \(sample.shape) with \(timesteps.count) timesteps; expected [N, \(config.inChannels), H, W] and N timesteps")
+                "UNet: sample \(sample.shape) with \(timesteps.count) timesteps; expected [N, \(config.inChannels), H, W] and N timesteps")
         require((classLabels != nil) == config.isClassConditional,
-                     config.isClassConditional ? "UNet: a class-conditional model needs class labels" : "UNet: an unconditional model takes no class labels")
+                config.isClassConditional ? "UNet: a class-conditional model needs class labels" : "UNet: an unconditional model takes no class labels")
         let projection = { (values: [Float]) in
             timestepEmbedding(values, dimension: self.config.blockOutChannels[0], flipSinToCos: self.config.flipSinToCos,
                               downscaleFreqShift: self.config.freqShift)

@@ -122,7 +122,7 @@ public enum NPY {
         /// Appends rows [k, shape[1...]] after those written so far.
         public func append(_ rows: Tensor) throws {
             require(Swift.Array(rows.shape.dropFirst()) == Swift.Array(shape.dropFirst()) && self.rows + rows.shape[0] <= shape[0],
-                         "NPY.Writer: rows \(rows.shape) do not continue \(shape) after \(self.rows)")
+                    "NPY.Writer: rows \(rows.shape) do not continue \(shape) after \(self.rows)")
             try file.write(Data(bytes: rows.pointer, count: 4 * rows.count))
             self.rows += rows.shape[0]
         }

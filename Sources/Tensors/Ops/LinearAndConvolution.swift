@@ -5,7 +5,7 @@ extension Tensor {
     public func linear(weight: Tensor, bias: Tensor?) -> Tensor {
         let inFeatures = shape.last!, outFeatures = weight.shape[0]
         require(weight.shape == [outFeatures, inFeatures],
-                     "linear: weight \(weight.shape) does not take \(inFeatures) input features")
+                "linear: weight \(weight.shape) does not take \(inFeatures) input features")
         let rows = count / inFeatures
         let out = Storage(uninitializedCount: rows * outFeatures)
         let flops = 2 * Double(rows * inFeatures * outFeatures)
@@ -54,14 +54,14 @@ extension Tensor {
                        padding: (top: Int, left: Int, bottom: Int, right: Int),
                        shift: Tensor? = nil, residual: Tensor? = nil) -> Tensor {
         require(rank == 4 && weight.rank == 4 && weight.shape[1] == shape[1] && weight.shape[2] == weight.shape[3],
-                     "conv2d: input \(shape) and weight \(weight.shape) do not match")
+                "conv2d: input \(shape) and weight \(weight.shape) do not match")
         let g = ConvGeometry(batch: shape[0], channels: shape[1], height: shape[2], width: shape[3],
                              outChannels: weight.shape[0], kernel: weight.shape[2], stride: stride,
                              padTop: padding.top, padLeft: padding.left,
                              padBottom: padding.bottom, padRight: padding.right)
         let outShape = [g.batch, g.outChannels, g.outHeight, g.outWidth]
         require(shift == nil || shift!.count == g.batch * g.outChannels,
-                     "conv2d: shift \(shift!.shape) is not one value per image and output channel [\(g.batch), \(g.outChannels)]")
+                "conv2d: shift \(shift!.shape) is not one value per image and output channel [\(g.batch), \(g.outChannels)]")
         require(residual == nil || residual!.shape == outShape, "conv2d: residual \(residual!.shape) is not the output's \(outShape)")
         let out = Storage(uninitializedCount: g.batch * g.outChannels * g.outPixels)
         if let residual { out.pointer.update(from: residual.pointer, count: out.count) }

@@ -2,7 +2,7 @@
 /// side in the last dimension, as linear layers produce them; the result has the same layout.
 public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor, heads: Int) -> Tensor {
     require(query.rank == 3 && query.shape == key.shape && key.shape == value.shape,
-                 "attention: query \(query.shape), key \(key.shape), value \(value.shape) must be equal [B, L, H d]")
+            "attention: query \(query.shape), key \(key.shape), value \(value.shape) must be equal [B, L, H d]")
     require(query.shape[2] % heads == 0, "attention: width \(query.shape[2]) does not split into \(heads) heads")
     let g = AttentionGeometry(batch: query.shape[0], length: query.shape[1], heads: heads,
                               headDim: query.shape[2] / heads)
@@ -37,7 +37,7 @@ public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
 public func pixelAttention(_ x: Tensor, qkvWeight: UnsafePointer<Float>, qkvBias: UnsafePointer<Float>?,
                            outWeight: Tensor, outBias: Tensor?, heads: Int, residual: Tensor) -> Tensor {
     require(!GradientRecording.isOn || ([x, outWeight, residual] + (outBias.map { [$0] } ?? [])).allSatisfy { $0.node == nil },
-                 "pixelAttention keeps nothing for a backward pass: call it without gradients")
+            "pixelAttention keeps nothing for a backward pass: call it without gradients")
     require(x.rank == 4 && residual.shape == x.shape, "pixelAttention: x \(x.shape), residual \(residual.shape)")
     let (n, c, l) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
     require(outWeight.shape == [c, c] && c % heads == 0, "pixelAttention: to_out \(outWeight.shape) for \(c) channels, \(heads) heads")

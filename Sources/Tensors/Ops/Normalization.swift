@@ -5,7 +5,7 @@ extension Tensor {
         let g = GroupNormGeometry(batch: shape[0], channels: shape[1], spatial: count / (shape[0] * shape[1]),
                                   groups: groups, epsilon: epsilon)
         require(gamma.count == g.channels && beta.count == g.channels,
-                     "groupNorm: gamma \(gamma.shape) / beta \(beta.shape) for \(g.channels) channels")
+                "groupNorm: gamma \(gamma.shape) / beta \(beta.shape) for \(g.channels) channels")
         let out = Storage(uninitializedCount: count)
         let stats = Storage(uninitializedCount: 2 * g.batch * groups)
         let mean = stats.pointer, rstd = stats.pointer + g.batch * groups

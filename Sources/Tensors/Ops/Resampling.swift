@@ -32,7 +32,7 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
     let batch = first.shape[0], inner = first.count / (first.shape[0] * first.shape[1])
     for p in parts {
         require(p.shape[0] == batch && p.count / (p.shape[0] * p.shape[1]) == inner && p.rank == first.rank,
-                     "concat: shapes \(parts.map(\.shape)) differ outside dimension 1")
+                "concat: shapes \(parts.map(\.shape)) differ outside dimension 1")
     }
     let channels = parts.map { $0.shape[1] }, total = channels.reduce(0, +)
     let out = Storage(uninitializedCount: batch * total * inner)
