@@ -398,6 +398,14 @@ import Foundation
         #expect(counts.all == (0..<rounds * 8).map { $0 % 8 <= $0 / 8 % 8 ? 1 : 0 })
     }
 
+    /// parallelFor's chunks (inline, one per core, or up to four per core) cover each index once.
+    @Test(arguments: [(1, 1), (7, 1 << 20), (1000, 1), (1000, 1 << 12), (100_003, 64), (3, 1 << 18)])
+    func parallelForCoversEveryIndexOnce(count: Int, cost: Int) {
+        let counts = Counts(count)
+        parallelFor(count, cost: cost) { range in for i in range { counts.pointer[i] += 1 } }
+        #expect(counts.all == Array(repeating: 1, count: count))
+    }
+
     @Test func nestedAndConcurrentLoopsComplete() {
         let counts = Counts(16)
         DispatchQueue.concurrentPerform(iterations: 4) { caller in

@@ -109,9 +109,11 @@ func col2im(_ g: ConvGeometry, _ columns: UnsafePointer<Float>, n0: Int, nb: Int
     }
 }
 
-/// How a convolution's batch is split: `workers` groups of consecutive images, one per core, each
-/// processed `chunk` images at a time so that its column matrix (about 1 MB) stays in cache
-/// between im2col and sgemm. A single image goes to one worker whose products split across cores.
+/// How a convolution's batch is split: chunks of `chunk` consecutive images, so that a chunk's
+/// column matrix (about 1 MB) stays in cache between im2col and sgemm, which the cores claim in
+/// turn; or, where each core sums its own weight gradient, `workers` fixed groups of consecutive
+/// images, one per core, taken a chunk at a time. A single image goes to one worker whose products
+/// split across cores.
 struct ConvPlan {
     let workers: Int, chunk: Int
     init(_ g: ConvGeometry) {
@@ -121,10 +123,19 @@ struct ConvPlan {
     }
     func images(of worker: Int, batch: Int) -> Range<Int> { batch * worker / workers ..< batch * (worker + 1) / workers }
 
-    /// Runs body(worker) on each worker.
+    /// Runs body(worker) on each worker (for passes that sum per worker, which a fixed split keeps
+    /// deterministic).
     func run(_ body: @Sendable (Int) -> Void) {
         if workers == 1 { return body(0) }
         parallelRun(workers, body)
+    }
+
+    /// Runs body(images) on chunks of `chunk` consecutive images, which the cores claim in turn
+    /// (for passes whose images are independent: a core that falls behind takes fewer).
+    func forEachChunk(batch: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let size = chunk
+        if workers == 1 { return stride(from: 0, to: batch, by: size).forEach { body($0 ..< min(batch, $0 + size)) } }
+        parallelRun((batch + size - 1) / size) { c in body(c * size ..< min(batch, (c + 1) * size)) }
     }
 
     /// The product for a worker's chunk: split across cores only when there is one worker.
@@ -213,21 +224,18 @@ func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
     let plan = ConvPlan(g), p = g.outPixels
     let px = SharedPointer(x), pw = SharedPointer(weight), py = SharedPointer(y)
     let pb = bias.map { SharedPointer($0) }, ps = shift.map { SharedPointer($0) }
-    plan.run { worker in
-        let columns = Storage(uninitializedCount: g.patch * plan.chunk * p)
-        let product = Storage(uninitializedCount: g.outChannels * plan.chunk * p)
-        let images = plan.images(of: worker, batch: g.batch)
-        for n0 in stride(from: images.lowerBound, to: images.upperBound, by: plan.chunk) {
-            let nb = min(plan.chunk, images.upperBound - n0), width = nb * p
-            im2col(g, px.base, n0: n0, nb: nb, columns.pointer)
-            plan.gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: columns.pointer, ldb: width,
-                      c: product.pointer, ldc: width)
-            for o in 0..<g.outChannels {
-                for img in 0..<nb {
-                    let bo = (pb?[o] ?? 0) + (ps?[(n0 + img) * g.outChannels + o] ?? 0)
-                    let src = product.pointer + o * width + img * p, dst = py + ((n0 + img) * g.outChannels + o) * p
-                    if accumulate { for i in 0..<p { dst[i] += src[i] + bo } } else { for i in 0..<p { dst[i] = src[i] + bo } }
-                }
+    plan.forEachChunk(batch: g.batch) { images in
+        let n0 = images.lowerBound, nb = images.count, width = nb * p
+        let columns = Storage(uninitializedCount: g.patch * width)
+        let product = Storage(uninitializedCount: g.outChannels * width)
+        im2col(g, px.base, n0: n0, nb: nb, columns.pointer)
+        plan.gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: columns.pointer, ldb: width,
+                  c: product.pointer, ldc: width)
+        for o in 0..<g.outChannels {
+            for img in 0..<nb {
+                let bo = (pb?[o] ?? 0) + (ps?[(n0 + img) * g.outChannels + o] ?? 0)
+                let src = product.pointer + o * width + img * p, dst = py + ((n0 + img) * g.outChannels + o) * p
+                if accumulate { for i in 0..<p { dst[i] += src[i] + bo } } else { for i in 0..<p { dst[i] = src[i] + bo } }
             }
         }
     }
@@ -290,8 +298,8 @@ func pointwiseConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: 
     let plan = ConvPlan(g), p = g.outPixels, c = g.channels, o = g.outChannels
     let px = SharedPointer(x), pw = SharedPointer(weight), py = SharedPointer(y)
     let pb = bias.map { SharedPointer($0) }, ps = shift.map { SharedPointer($0) }
-    plan.run { worker in
-        for n in plan.images(of: worker, batch: g.batch) {
+    plan.forEachChunk(batch: g.batch) { images in
+        for n in images {
             let yn = py + n * o * p
             var beta: Float = accumulate ? 1 : 0
             if pb != nil || ps != nil {
