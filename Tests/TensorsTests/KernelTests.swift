@@ -308,6 +308,25 @@ import TestSupport
         }
     }
 
+    /// AdamW's update by every set against the Double twin, over three steps from zero moments:
+    /// lengths below a vector, between whole vectors, and enough to split across cores.
+    @Test(arguments: [3, 16, 37, 300_001])
+    func adamWStepMatchesNaive(count: Int) {
+        let start = randomTensor([count], seed: 45), g = randomTensor([count], seed: 46, scale: 3)
+        for kernels in KernelSet.available {
+            let p = start.copy(), m = Tensor(zeros: [count]), v = Tensor(zeros: [count])
+            let q = start.copy(), mq = Tensor(zeros: [count]), vq = Tensor(zeros: [count])
+            for t in 1...3 {
+                let c = AdamWCoefficients(beta1: 0.9, beta2: 0.999, decay: 1 - 1e-3 * 0.1, stepSize: 1e-3 / (1 - pow(0.9, Float(t))),
+                                          correction2: (1 - pow(0.999, Float(t))).squareRoot(), epsilon: 1e-8)
+                adamWStep(p.pointer, gradient: g.pointer, m: m.pointer, v: v.pointer, count: count, c, kernels: kernels)
+                adamWStepNaive(q.pointer, gradient: g.pointer, m: mq.pointer, v: vq.pointer, count: count, c)
+            }
+            #expect(maxAbsDifference(p, q) < 1e-6, "\(kernels) parameters")
+            #expect(maxAbsDifference(m, mq) < 1e-6 && maxAbsDifference(v, vq) < 1e-5, "\(kernels) moments")
+        }
+    }
+
     /// GroupNorm with fused SiLU, forward and backward, by every set: all agree with the best one.
     @Test func groupNormSetsAgree() {
         let g = GroupNormGeometry(batch: 3, channels: 8, spatial: 49, groups: 4, epsilon: 1e-5)

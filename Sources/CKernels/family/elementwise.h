@@ -65,3 +65,28 @@ static void K(softmax_backward_row)(const float *y, float *g, long n) {
     for (; i + VL <= n; i += VL) vstore(g + i, vload(y + i) * (vload(g + i) - yg));
     for (; i < n; i++) g[i] = y[i] * (g[i] - yg);
 }
+
+// One AdamW update (decoupled weight decay, as PyTorch's AdamW computes it), the learning rate and
+// bias corrections folded in by the caller: decay = 1 - lr wd, step = lr / (1 - b1^t),
+// c2 = sqrt(1 - b2^t). Seven floats move per parameter, and the square root and division go a
+// vector at a time: cifar10's training step spent 82 ms outside its ops with a scalar Swift loop
+// here (`ddpm bench --preset cifar10 --batch-size 16 --profile`), and 42 with this.
+static void K(adamw_step)(float *p, const float *g, float *m, float *v, long n, float b1, float b2, float decay,
+                          float step, float c2, float eps) {
+    long i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf gi = vload(g + i);
+        vf mi = b1 * vload(m + i) + (1 - b1) * gi;
+        vf vi = b2 * vload(v + i) + (1 - b2) * gi * gi;
+        vstore(m + i, mi);
+        vstore(v + i, vi);
+        vstore(p + i, vload(p + i) * decay - step * mi / (__builtin_elementwise_sqrt(vi) / c2 + eps));
+    }
+    for (; i < n; i++) {
+        float mi = b1 * m[i] + (1 - b1) * g[i];
+        float vi = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (__builtin_sqrtf(vi) / c2 + eps);
+    }
+}

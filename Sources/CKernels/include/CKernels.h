@@ -121,6 +121,12 @@ typedef struct ddpm_kernel_set {
     float (*_Nonnull sum_squared_deviations)(const float *_Nonnull x, float m, long n);
     /// acc[j] += sum over i < rows of x[i ld + j], j < cols.
     void (*_Nonnull add_column_sums)(const float *_Nonnull x, long rows, long cols, long ld, float *_Nonnull acc);
+
+    // The optimiser.
+    /// One AdamW update of n parameters p from their gradients g: m = b1 m + (1 - b1) g and
+    /// v = b2 v + (1 - b2) g^2 in place, then p = p decay - step m / (sqrt(v) / c2 + eps).
+    void (*_Nonnull adamw_step)(float *_Nonnull p, const float *_Nonnull g, float *_Nonnull m, float *_Nonnull v, long n,
+                                float b1, float b2, float decay, float step, float c2, float eps);
 } ddpm_kernel_set;
 
 /// The set this process uses, chosen at the first call.

@@ -29,22 +29,12 @@ public final class AdamW {
         let t = Float(step)
         let correction1 = 1 - pow(beta1, t)
         let correction2 = (1 - pow(beta2, t)).squareRoot()
-        let (b1, b2, eps) = (beta1, beta2, epsilon)
         for ((p, (m, v)), scale) in zip(zip(parameters, moments), learningRateScales) {
             guard let g = p.gradient else { continue }
             let lr = learningRate * scale
-            let stepSize = lr / correction1, decay = 1 - lr * weightDecay
-            let pp = SharedPointer(p.pointer), pg = SharedPointer(g.pointer)
-            let pm = SharedPointer(m.pointer), pv = SharedPointer(v.pointer)
-            parallelFor(p.count, cost: 8) { range in
-                for i in range {
-                    let gi = pg[i]
-                    let mi = b1 * pm[i] + (1 - b1) * gi
-                    let vi = b2 * pv[i] + (1 - b2) * gi * gi
-                    pm[i] = mi; pv[i] = vi
-                    pp[i] = pp[i] * decay - stepSize * mi / (vi.squareRoot() / correction2 + eps)
-                }
-            }
+            let coefficients = AdamWCoefficients(beta1: beta1, beta2: beta2, decay: 1 - lr * weightDecay,
+                                                 stepSize: lr / correction1, correction2: correction2, epsilon: epsilon)
+            adamWStep(p.pointer, gradient: g.pointer, m: m.pointer, v: v.pointer, count: p.count, coefficients)
         }
     }
 

@@ -47,6 +47,46 @@ public func siluNaive(_ x: Float) -> (y: Float, dydx: Float) {
     return (Float(v * s), Float(s * (1 + v * (1 - s))))
 }
 
+// MARK: - Optimiser
+
+/// The scalars of one AdamW update with the learning rate lr and the bias corrections of step t
+/// folded in: decay = 1 - lr wd, stepSize = lr / (1 - beta1^t), correction2 = sqrt(1 - beta2^t).
+public struct AdamWCoefficients: Sendable {
+    public var beta1, beta2, decay, stepSize, correction2, epsilon: Float
+    public init(beta1: Float, beta2: Float, decay: Float, stepSize: Float, correction2: Float, epsilon: Float) {
+        self.beta1 = beta1; self.beta2 = beta2; self.decay = decay
+        self.stepSize = stepSize; self.correction2 = correction2; self.epsilon = epsilon
+    }
+}
+
+/// One AdamW update of `count` parameters p from their gradients g, with the moments m and v:
+/// m = beta1 m + (1 - beta1) g, v = beta2 v + (1 - beta2) g^2,
+/// p = p decay - stepSize m / (sqrt(v) / correction2 + epsilon).
+public func adamWStep(_ p: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>,
+                      m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int,
+                      _ c: AdamWCoefficients, kernels: KernelSet = .active) {
+    let pp = SharedPointer(p), pg = SharedPointer(g), pm = SharedPointer(m), pv = SharedPointer(v)
+    parallelFor(count, cost: 8) { r in
+        let i = r.lowerBound
+        kernels.k.adamw_step(pp + i, pg + i, pm + i, pv + i, r.count, c.beta1, c.beta2, c.decay, c.stepSize,
+                             c.correction2, c.epsilon)
+    }
+}
+
+/// The naive twin of `adamWStep`, in Double.
+public func adamWStepNaive(_ p: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>,
+                           m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int,
+                           _ c: AdamWCoefficients) {
+    let (b1, b2) = (Double(c.beta1), Double(c.beta2))
+    for i in 0..<count {
+        let gi = Double(g[i])
+        let mi = b1 * Double(m[i]) + (1 - b1) * gi, vi = b2 * Double(v[i]) + (1 - b2) * gi * gi
+        m[i] = Float(mi); v[i] = Float(vi)
+        p[i] = Float(Double(p[i]) * Double(c.decay)
+                     - Double(c.stepSize) * mi / (vi.squareRoot() / Double(c.correction2) + Double(c.epsilon)))
+    }
+}
+
 // MARK: - Dropout
 
 /// Inverted dropout: mask[i] = 0 with probability p, else 1 / (1 - p), and y = x * mask. Element
