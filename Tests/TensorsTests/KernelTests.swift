@@ -254,24 +254,27 @@ import TestSupport
         }
     }
 
-    /// Dropout across cores equals the serial definition over the same hash; its masks drop the
-    /// asked share, independently for neighbours, and differ from one call to the next.
+    /// Dropout by every set across cores, forward and backward, equals the serial definition over
+    /// the same hash; its masks drop the asked share, independently for neighbours, and differ from
+    /// one call to the next.
     @Test func dropoutMatchesNaive() {
         let n = 100_003, p: Float = 0.25
-        let x = randomTensor([n], seed: 43), mask = Tensor(zeros: [n]), y = Tensor(zeros: [n])
-        dropoutForward(x.pointer, p: p, key: 7, mask: mask.pointer, y.pointer, count: n)
+        let mask = (0..<n).map { i -> Float in dropoutUniform(7, i) < p ? 0 : 1 / (1 - p) }
+        let x = randomTensor([n], seed: 43), dy = randomTensor([n], seed: 44)
+        for kernels in KernelSet.available {
+            let y = Tensor(zeros: [n]), dx = Tensor(shape: [n], repeating: 0.5)
+            dropoutForward(x.pointer, p: p, key: 7, y.pointer, count: n, kernels: kernels)
+            dropoutBackward(dy.pointer, p: p, key: 7, dx.pointer, count: n, kernels: kernels)
+            let wrong = (0..<n).filter { y.pointer[$0] != x.pointer[$0] * mask[$0] || dx.pointer[$0] != 0.5 + dy.pointer[$0] * mask[$0] }
+            #expect(wrong.count == 0, "\(kernels): the first that differ: \(wrong.prefix(3))")
+        }
         var kept = 0, bothDropped = 0
         for i in 0..<n {
-            let m: Float = dropoutUniform(7, i) < p ? 0 : 1 / (1 - p)
-            #expect(mask.pointer[i] == m && y.pointer[i] == x.pointer[i] * m)
-            if m != 0 { kept += 1 }
-            if i % 2 == 1, m == 0, mask.pointer[i - 1] == 0 { bothDropped += 1 }
+            if mask[i] != 0 { kept += 1 }
+            if i % 2 == 1, mask[i] == 0, mask[i - 1] == 0 { bothDropped += 1 }
         }
         #expect(abs(Double(kept) / Double(n) - 0.75) < 0.01)
         #expect(abs(Double(bothDropped) / Double(n / 2) - 0.0625) < 0.005)
-        let dy = randomTensor([n], seed: 44), dx = Tensor(shape: [n], repeating: 0.5)
-        dropoutBackward(dy.pointer, mask: mask.pointer, dx.pointer, count: n)
-        #expect((0..<n).allSatisfy { dx.pointer[$0] == 0.5 + dy.pointer[$0] * mask.pointer[$0] })
         var rng = RandomGenerator(seed: 3)
         let ones = Tensor(shape: [1000], repeating: 1)
         #expect(ones.dropout(p, using: &rng).scalars != ones.dropout(p, using: &rng).scalars)

@@ -66,6 +66,47 @@ static void K(softmax_backward_row)(const float *y, float *g, long n) {
     for (; i < n; i++) g[i] = y[i] * (g[i] - yg);
 }
 
+// Word i of the SplitMix64 stream keyed by `key` (Steele, Lea & Flood), as RandomGenerator's
+// splitMix64 computes it: a hash of (key, i), so that each element's word stands on its own.
+typedef uint64_t vq __attribute__((vector_size(VL * 4)));  // VL / 2 lanes
+typedef int32_t vh __attribute__((vector_size(VL * 2)));   // VL / 2 lanes
+static inline vq K(splitmix64)(vq z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Dropout a vector of elements at a time: the 24 high bits of each element's word, in two halves
+// of 64-bit lanes, narrowed to 32 and converted to floats exactly, so that u < p decides as the
+// scalar definition does. The mask is never stored: the backward pass hashes it again.
+static void K(dropout)(const float *x, float p, uint64_t key, long first, float *y, long n, int accumulate) {
+    const float keep = 1.0f / (1.0f - p);
+    vq lanes;
+    for (int j = 0; j < VL / 2; j++) lanes[j] = (uint64_t)j;
+    long i = 0;
+    for (; i + VL <= n; i += VL) {
+        vq index = lanes + (uint64_t)(first + i);
+        vq lo = K(splitmix64)(key + index * 0x9E3779B97F4A7C15ull);
+        vq hi = K(splitmix64)(key + (index + VL / 2) * 0x9E3779B97F4A7C15ull);
+        vh top[2] = {__builtin_convertvector(lo >> 40, vh), __builtin_convertvector(hi >> 40, vh)};
+        vi bits;
+        memcpy(&bits, top, sizeof bits);
+        vf u = __builtin_convertvector(bits, vf) * 0x1p-24f;
+        vf m = (vf)(~(u < p) & (vi)vsplat(keep));
+        vf out = vload(x + i) * m;
+        vstore(y + i, accumulate ? vload(y + i) + out : out);
+    }
+    for (; i < n; i++) {
+        uint64_t z = key + (uint64_t)(first + i) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * 0x1p-24f;
+        float out = x[i] * (u < p ? 0 : keep);
+        y[i] = accumulate ? y[i] + out : out;
+    }
+}
+
 // One AdamW update (decoupled weight decay, as PyTorch's AdamW computes it), the learning rate and
 // bias corrections folded in by the caller: decay = 1 - lr wd, step = lr / (1 - b1^t),
 // c2 = sqrt(1 - b2^t). Seven floats move per parameter, and the square root and division go a

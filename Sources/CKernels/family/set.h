@@ -59,5 +59,6 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .dot = K(dot),
     .sum_squared_deviations = K(sum_squared_deviations),
     .add_column_sums = K(add_column_sums),
+    .dropout = K(dropout),
     .adamw_step = K(adamw_step),
 };

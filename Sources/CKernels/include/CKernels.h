@@ -13,6 +13,7 @@
 #define DDPM_CKERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct ddpm_kernel_set {
     /// "avx512", "avx2+fma" or "portable".
@@ -121,6 +122,12 @@ typedef struct ddpm_kernel_set {
     float (*_Nonnull sum_squared_deviations)(const float *_Nonnull x, float m, long n);
     /// acc[j] += sum over i < rows of x[i ld + j], j < cols.
     void (*_Nonnull add_column_sums)(const float *_Nonnull x, long rows, long cols, long ld, float *_Nonnull acc);
+
+    /// Inverted dropout of n elements that start at element `first` of the tensor: element i's
+    /// uniform is u = (splitmix64(key, i) >> 40) 2^-24, its mask 0 where u < p and 1 / (1 - p)
+    /// elsewhere, and y (+)= x mask (the forward pass from x, the backward from dy).
+    void (*_Nonnull dropout)(const float *_Nonnull x, float p, uint64_t key, long first, float *_Nonnull y, long n,
+                             int accumulate);
 
     // The optimiser.
     /// One AdamW update of n parameters p from their gradients g: m = b1 m + (1 - b1) g and

@@ -89,27 +89,21 @@ public func adamWStepNaive(_ p: UnsafeMutablePointer<Float>, gradient g: UnsafeP
 
 // MARK: - Dropout
 
-/// Inverted dropout: mask[i] = 0 with probability p, else 1 / (1 - p), and y = x * mask. Element
-/// i's uniform is word i of a SplitMix64 stream seeded by `key`, computed on its own, so the mask
-/// is the same however the elements are split across cores.
-public func dropoutForward(_ x: UnsafePointer<Float>, p: Float, key: UInt64,
-                           mask: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-    let keep = 1 / (1 - p)
-    let xs = SharedPointer(x), ms = SharedPointer(mask), ys = SharedPointer(y)
-    parallelFor(count, cost: 8) { r in
-        for i in r {
-            let m = dropoutUniform(key, i) < p ? 0 : keep
-            ms[i] = m
-            ys[i] = xs[i] * m
-        }
-    }
+/// Inverted dropout: y = x * mask, where mask[i] = 0 with probability p, else 1 / (1 - p). Element
+/// i's uniform is word i of a SplitMix64 stream seeded by `key` (`dropoutUniform`), computed on its
+/// own, so the mask is the same however the elements are split across cores and whichever kernel
+/// set hashes them, and the backward pass hashes it again instead of keeping it.
+public func dropoutForward(_ x: UnsafePointer<Float>, p: Float, key: UInt64, _ y: UnsafeMutablePointer<Float>,
+                           count: Int, kernels: KernelSet = .active) {
+    let xs = SharedPointer(x), ys = SharedPointer(y)
+    parallelFor(count, cost: 8) { r in kernels.k.dropout(xs + r.lowerBound, p, key, r.lowerBound, ys + r.lowerBound, r.count, 0) }
 }
 
-/// dx += dy * mask.
-public func dropoutBackward(_ dy: UnsafePointer<Float>, mask: UnsafePointer<Float>,
-                            _ dx: UnsafeMutablePointer<Float>, count: Int) {
-    let gs = SharedPointer(dy), ms = SharedPointer(mask), ds = SharedPointer(dx)
-    parallelFor(count) { r in for i in r { ds[i] += gs[i] * ms[i] } }
+/// dx += dy * mask, the mask of `dropoutForward` under the same p and key.
+public func dropoutBackward(_ dy: UnsafePointer<Float>, p: Float, key: UInt64, _ dx: UnsafeMutablePointer<Float>,
+                            count: Int, kernels: KernelSet = .active) {
+    let gs = SharedPointer(dy), ds = SharedPointer(dx)
+    parallelFor(count, cost: 8) { r in kernels.k.dropout(gs + r.lowerBound, p, key, r.lowerBound, ds + r.lowerBound, r.count, 1) }
 }
 
 /// Element i's uniform in [0, 1) under `key`, 24 random bits.

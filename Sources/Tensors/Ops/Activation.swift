@@ -28,13 +28,11 @@ extension Tensor {
         require(p >= 0 && p < 1, "dropout probability \(p) is outside [0, 1)")
         if p == 0 { return self }
         let key = rng.next()
-        let mask = Storage(uninitializedCount: count), out = Storage(uninitializedCount: count)
-        Profiler.measure("dropout") {
-            dropoutForward(pointer, p: p, key: key, mask: mask.pointer, out.pointer, count: count)
-        }
+        let out = Storage(uninitializedCount: count)
+        Profiler.measure("dropout") { dropoutForward(pointer, p: p, key: key, out.pointer, count: count) }
         let n = node
         return Tensor.result(shape, out, inputs: [self], op: "dropout") { g in
-            dropoutBackward(g.pointer, mask: mask.pointer, n!.gradientStorage().pointer, count: g.count)
+            dropoutBackward(g.pointer, p: p, key: key, n!.gradientStorage().pointer, count: g.count)
         }
     }
 }
