@@ -15,9 +15,11 @@ public final class Storage: @unchecked Sendable {
         self.pointer = BufferPool.shared.take(count)
     }
 
+    /// Zeros, written by all cores (gradient buffers are the size of activations, and a fill on one
+    /// core left the others waiting).
     public convenience init(zeros count: Int) {
         self.init(uninitializedCount: count)
-        pointer.update(repeating: 0, count: count)
+        fill(pointer, with: 0, count: count)
     }
 
     public convenience init(_ values: [Float]) {
@@ -27,7 +29,7 @@ public final class Storage: @unchecked Sendable {
 
     public func copy() -> Storage {
         let s = Storage(uninitializedCount: count)
-        s.pointer.update(from: pointer, count: count)
+        Tensors.copy(pointer, to: s.pointer, count: count)
         return s
     }
 

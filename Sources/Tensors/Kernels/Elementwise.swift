@@ -4,6 +4,18 @@ import Foundation
 /// the compiler vectorises (memory-bound: SSE does as well as AVX here), and SiLU, whose polynomial
 /// exp wants FMA and wide vectors, from the active kernel set.
 
+/// p[i] = value, i < count.
+public func fill(_ p: UnsafeMutablePointer<Float>, with value: Float, count: Int) {
+    let d = SharedPointer(p)
+    parallelFor(count) { r in (d + r.lowerBound).update(repeating: value, count: r.count) }
+}
+
+/// dst[i] = src[i], i < count.
+public func copy(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count: Int) {
+    let d = SharedPointer(dst), s = SharedPointer(src)
+    parallelFor(count) { r in (d + r.lowerBound).update(from: s + r.lowerBound, count: r.count) }
+}
+
 /// dst[i] += scale * src[i], i < count.
 public func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
                        scale: Float = 1, count: Int) {

@@ -64,7 +64,7 @@ extension Tensor {
                 "conv2d: shift \(shift!.shape) is not one value per image and output channel [\(g.batch), \(g.outChannels)]")
         require(residual == nil || residual!.shape == outShape, "conv2d: residual \(residual!.shape) is not the output's \(outShape)")
         let out = Storage(uninitializedCount: g.batch * g.outChannels * g.outPixels)
-        if let residual { out.pointer.update(from: residual.pointer, count: out.count) }
+        if let residual { Tensors.copy(residual.pointer, to: out.pointer, count: out.count) }
         let op = "conv\(g.kernelHeight)x\(g.kernelWidth)"
         Profiler.noteConvolution(g)
         Profiler.measure(op, flops: g.flops) {
