@@ -125,3 +125,5 @@ int ddpm_parallel_run(int threads, long count, ddpm_job job, void *context) {
     atomic_store(&pool.busy, 0);
     return 1;
 }
+
+long ddpm_claim(long *counter) { return atomic_fetch_add_explicit((_Atomic long *)counter, 1, memory_order_relaxed); }

@@ -428,6 +428,16 @@ import Foundation
         #expect(counts.all == Array(repeating: 1, count: count))
     }
 
+    /// Claims hands out each piece once, however many threads ask at once.
+    @Test func claimsHandOutEachPieceOnce() {
+        let counts = Counts(10_000), claims = Claims(10_000)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            while let i = claims.claim() { counts.pointer[i] += 1 }
+        }
+        #expect(counts.all == Array(repeating: 1, count: 10_000))
+        #expect(claims.claim() == nil)
+    }
+
     @Test func nestedAndConcurrentLoopsComplete() {
         let counts = Counts(16)
         DispatchQueue.concurrentPerform(iterations: 4) { caller in

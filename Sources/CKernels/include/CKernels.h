@@ -155,6 +155,10 @@ typedef void (*ddpm_job)(void *_Nullable context, long index);
 /// loop holds the pool (a nested or concurrent call) or count is over 65535.
 int ddpm_parallel_run(int threads, long count, ddpm_job _Nonnull job, void *_Nullable context);
 
+/// Returns *counter and adds 1 to it, atomically: the next piece of a loop whose workers keep their
+/// own scratch and claim pieces in turn.
+long ddpm_claim(long *_Nonnull counter);
+
 // OpenBLAS, loaded at first use with dlopen after OPENBLAS_CORETYPE is set from the CPU's features
 // (unless the user set it): Debian's OpenBLAS 0.3.21 falls back to its oldest kernel on CPUs it
 // does not know (Emerald Rapids: Prescott, 5x slower sgemm), and the variable is read only when

@@ -59,3 +59,23 @@ public func parallelRun(_ iterations: Int, _ body: @Sendable (Int) -> Void) {
     }
     if ran == 0 { DispatchQueue.concurrentPerform(iterations: iterations, execute: body) }
 }
+
+/// Piece indices 0, 1, 2, ... handed to whichever worker asks next: for loops whose workers each
+/// keep their own scratch (reused piece after piece in that core's cache) but take pieces in turn,
+/// so that a worker that starts late or runs slower takes fewer.
+public final class Claims: @unchecked Sendable {
+    public let count: Int
+    private let next = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+
+    public init(_ count: Int) {
+        self.count = count
+        next.initialize(to: 0)
+    }
+    deinit { next.deallocate() }
+
+    /// The next unclaimed piece, or nil when all are taken.
+    public func claim() -> Int? {
+        let i = ddpm_claim(next)
+        return i < count ? i : nil
+    }
+}

@@ -138,25 +138,28 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
     }
     let pb = SharedPointer(padBias.pointer), biasStride = shift == nil ? 0 : op
     let output = tile == .f2 ? kernels.k.winograd_output : kernels.k.winograd4_output
-    // the cores claim chunks in turn until none is left (a static split left one core waiting for
-    // the other for 7% of the time); each chunk writes its own images' outputs
-    parallelRun((n + chunk - 1) / chunk) { index in
-        let n0 = index * chunk, nb = min(chunk, n - n0), tiles = nb * perImage
-        let v = Storage(uninitializedCount: planes * tiles * cp)
-        let product = Storage(uninitializedCount: planes * tiles * op)
-        let padded = Storage(uninitializedCount: nb * tiling.paddedCount(channels8: cp))
-        // V[xi][t][k] = (B^T d B)[xi] for the block d under tile t
-        let vplane = tiles * cp
-        tiling.transform(px.base, channels: c, images: n0 ..< n0 + nb, padded: padded.pointer, into: v.pointer,
-                         kernels: kernels)
-        // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
-        for xi in 0..<planes {
-            kernels.k.small_gemm(tiles, op, cp, v.pointer + xi * vplane, cp, pu + xi * cp * op, op,
-                                 product.pointer + xi * tiles * op, op)
+    // each core keeps its scratch and claims chunks in turn until none is left (a fixed split left
+    // one core waiting for the other for 8% of the time); each chunk writes its own images' outputs
+    let claims = Claims((n + chunk - 1) / chunk)
+    parallelRun(workers) { _ in
+        let v = Storage(uninitializedCount: planes * chunk * perImage * cp)
+        let product = Storage(uninitializedCount: planes * chunk * perImage * op)
+        let padded = Storage(uninitializedCount: chunk * tiling.paddedCount(channels8: cp))
+        while let index = claims.claim() {
+            let n0 = index * chunk, nb = min(chunk, n - n0), tiles = nb * perImage
+            // V[xi][t][k] = (B^T d B)[xi] for the block d under tile t
+            let vplane = tiles * cp
+            tiling.transform(px.base, channels: c, images: n0 ..< n0 + nb, padded: padded.pointer, into: v.pointer,
+                             kernels: kernels)
+            // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
+            for xi in 0..<planes {
+                kernels.k.small_gemm(tiles, op, cp, v.pointer + xi * vplane, cp, pu + xi * cp * op, op,
+                                     product.pointer + xi * tiles * op, op)
+            }
+            // Y = A^T M A, an m x m block per tile, clipped at ragged edges
+            output(product.pointer, nb, tiling.tilesY, tiling.tilesX, op, pb + n0 * biasStride, biasStride, o, h, w,
+                   accumulate ? 1 : 0, py + n0 * o * h * w)
         }
-        // Y = A^T M A, an m x m block per tile, clipped at ragged edges
-        output(product.pointer, nb, tiling.tilesY, tiling.tilesX, op, pb + n0 * biasStride, biasStride, o, h, w, accumulate ? 1 : 0,
-               py + n0 * o * h * w)
     }
 }
 
