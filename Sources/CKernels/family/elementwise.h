@@ -67,14 +67,17 @@ static void K(softmax_backward_row)(const float *y, float *g, long n) {
 }
 
 // Word i of the SplitMix64 stream keyed by `key` (Steele, Lea & Flood), as RandomGenerator's
-// splitMix64 computes it: a hash of (key, i), so that each element's word stands on its own.
+// splitMix64 computes it: z = key + i golden, then this finaliser, on one 64-bit integer or a
+// vector of them. A hash of (key, i), so that each element's word stands on its own.
+#define SPLITMIX64_FINISH(z)                          \
+    do {                                              \
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;  \
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;  \
+        z = z ^ (z >> 31);                            \
+    } while (0)
+#define SPLITMIX64_GOLDEN 0x9E3779B97F4A7C15ull
 typedef uint64_t vq __attribute__((vector_size(VL * 4)));  // VL / 2 lanes
 typedef int32_t vh __attribute__((vector_size(VL * 2)));   // VL / 2 lanes
-static inline vq K(splitmix64)(vq z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 // Dropout a vector of elements at a time: the 24 high bits of each element's word, in two halves
 // of 64-bit lanes, narrowed to 32 and converted to floats exactly, so that u < p decides as the
@@ -86,8 +89,9 @@ static void K(dropout)(const float *x, float p, uint64_t key, long first, float 
     long i = 0;
     for (; i + VL <= n; i += VL) {
         vq index = lanes + (uint64_t)(first + i);
-        vq lo = K(splitmix64)(key + index * 0x9E3779B97F4A7C15ull);
-        vq hi = K(splitmix64)(key + (index + VL / 2) * 0x9E3779B97F4A7C15ull);
+        vq lo = key + index * SPLITMIX64_GOLDEN, hi = key + (index + VL / 2) * SPLITMIX64_GOLDEN;
+        SPLITMIX64_FINISH(lo);
+        SPLITMIX64_FINISH(hi);
         vh top[2] = {__builtin_convertvector(lo >> 40, vh), __builtin_convertvector(hi >> 40, vh)};
         vi bits;
         memcpy(&bits, top, sizeof bits);
@@ -97,10 +101,8 @@ static void K(dropout)(const float *x, float p, uint64_t key, long first, float 
         vstore(y + i, accumulate ? vload(y + i) + out : out);
     }
     for (; i < n; i++) {
-        uint64_t z = key + (uint64_t)(first + i) * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
+        uint64_t z = key + (uint64_t)(first + i) * SPLITMIX64_GOLDEN;
+        SPLITMIX64_FINISH(z);
         float u = (float)(z >> 40) * 0x1p-24f;
         float out = x[i] * (u < p ? 0 : keep);
         y[i] = accumulate ? y[i] + out : out;

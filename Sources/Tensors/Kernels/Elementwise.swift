@@ -1,8 +1,9 @@
 import Foundation
 
 /// Elementwise kernels, split across cores when large: plain scalar loops over raw pointers, which
-/// the compiler vectorises (memory-bound: SSE does as well as AVX here), and SiLU, whose polynomial
-/// exp wants FMA and wide vectors, from the active kernel set.
+/// the compiler vectorises (memory-bound: SSE does as well as AVX here), and, from the active
+/// kernel set, SiLU (whose polynomial exp wants FMA and wide vectors), AdamW's update (a square
+/// root and a division per parameter) and dropout (a 64-bit hash per element).
 
 /// p[i] = value, i < count. Zeros by memset, whose large fills store without reading the lines
 /// first (a loop of vector stores took 1.7x the cycles: perf samples against small_gemm's, fmnist
