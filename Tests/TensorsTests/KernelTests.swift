@@ -165,6 +165,11 @@ import TestSupport
         let lhs = dot(y, dy), rhs = dot(x, dx), rhsW = dot(weight, dw)
         #expect(abs(lhs - rhs) < 1e-4 * abs(lhs) + 1e-2, "\(kernels)")
         #expect(abs(lhs - rhsW) < 1e-4 * abs(lhs) + 1e-2, "\(kernels)")  // the conv is linear in w as well
+        // dx written over whatever its buffer held (a node's first gradient) equals dx added onto zeros
+        let written = Tensor(shape: x.shape, repeating: .nan)
+        conv2dBackward(g, x: x.pointer, weight: weight.pointer, dy: dy.pointer, dx: written.pointer, dweight: nil,
+                       dbias: nil, accumulateDx: false, algorithm: algorithm, kernels: kernels)
+        #expect((0..<dx.count).allSatisfy { written.pointer[$0] == dx.pointer[$0] }, "\(algorithm) \(kernels): dx written")
         // and each weight's gradient alone, against the naive conv with that weight's unit kernel
         for k in [0, o * g.patch - 1, (o * g.patch) / 2] {
             let unit = Tensor(zeros: weight.shape), response = Tensor(zeros: dy.shape)
@@ -330,7 +335,8 @@ import TestSupport
         }
     }
 
-    /// GroupNorm with fused SiLU, forward and backward, by every set: all agree with the best one.
+    /// GroupNorm with fused SiLU, forward and backward, by every set: all agree with the best one,
+    /// and dx written over whatever its buffer held equals dx added onto zeros.
     @Test func groupNormSetsAgree() {
         let g = GroupNormGeometry(batch: 3, channels: 8, spatial: 49, groups: 4, epsilon: 1e-5)
         let x = randomTensor([3, 8, 49], seed: 41, scale: 2), dy = randomTensor([3, 8, 49], seed: 42)
@@ -344,6 +350,11 @@ import TestSupport
             groupNormBackward(g, x: x.pointer, gamma: gamma.pointer, beta: beta.pointer, silu: true, dy: dy.pointer,
                               mean: mean.pointer, rstd: rstd.pointer, dx: dx.pointer, dgamma: dg.pointer, dbeta: db.pointer,
                               kernels: kernels)
+            let written = Tensor(shape: x.shape, repeating: .nan)
+            groupNormBackward(g, x: x.pointer, gamma: gamma.pointer, beta: beta.pointer, silu: true, dy: dy.pointer,
+                              mean: mean.pointer, rstd: rstd.pointer, dx: written.pointer, dgamma: nil, dbeta: nil,
+                              accumulateDx: false, kernels: kernels)
+            #expect((0..<dx.count).allSatisfy { written.pointer[$0] == dx.pointer[$0] }, "\(kernels): dx written")
             results.append([y, dx, dg, db])
         }
         for (set, result) in zip(KernelSet.available, results) {

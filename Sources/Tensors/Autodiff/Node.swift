@@ -2,7 +2,8 @@
 ///
 /// Each differentiable op that sees a tracked input makes a `Node` for its result, holding the
 /// input nodes and a closure that, given the gradient of the result, adds the gradients of the
-/// inputs (`+=`, as in llm.c). `backward()` orders the graph reachable from the loss topologically
+/// inputs (`+=`, as in llm.c; the convolution, GroupNorm and concat write an input's first
+/// gradient instead, `gradientForWriting`, which saves its zero fill). `backward()` orders the graph reachable from the loss topologically
 /// and runs the closures in reverse. Parameters are leaf nodes whose gradient persists until
 /// `zeroGradient()`. All gradient rules are in `Ops/`, next to the forward pass they invert.
 final class Node {
@@ -27,6 +28,16 @@ final class Node {
         let g = Storage(zeros: count)
         gradient = g
         return g
+    }
+
+    /// The gradient buffer for a pullback that writes every element of it: the first time, an
+    /// uninitialised one to write (`accumulate` false: no zero fill, and the pass that writes it
+    /// reads nothing back); after that, the gradient to add to.
+    func gradientForWriting() -> (storage: Storage, accumulate: Bool) {
+        if let g = gradient { return (g, true) }
+        let g = Storage(uninitializedCount: count)
+        gradient = g
+        return (g, false)
     }
 }
 

@@ -200,18 +200,24 @@ public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
     }
 }
 
-/// Given dy, adds dL/dx (when dx is non-nil), dL/dweight and dL/dbias into their buffers.
+/// Given dy, adds dL/dx (when dx is non-nil; writes it over whatever dx holds when `accumulateDx`
+/// is false), dL/dweight and dL/dbias into their buffers.
 public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                            dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
-                           algorithm: ConvAlgorithm? = nil, kernels: KernelSet = .active) {
+                           accumulateDx: Bool = true, algorithm: ConvAlgorithm? = nil, kernels: KernelSet = .active) {
     let chosen = algorithm ?? .best(for: g)
     switch chosen {
-    case .direct: directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, kernels: kernels)
+    case .direct:
+        directConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias,
+                             accumulateDx: accumulateDx, kernels: kernels)
     case .winograd, .winograd4x4:
         winogradConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias,
-                               tile: chosen.winogradTile, kernels: kernels)
-    case .columns: columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
+                               accumulateDx: accumulateDx, tile: chosen.winogradTile, kernels: kernels)
+    case .columns:
+        // col2im adds its columns into dx, which must start at zero
+        if let dx, !accumulateDx { fill(dx, with: 0, count: g.batch * g.channels * g.height * g.width) }
+        columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     }
 }
 

@@ -191,14 +191,14 @@ func biasGradient(_ g: ConvGeometry, dy: UnsafePointer<Float>, dbias: UnsafeMuta
 func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                           dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
-                          kernels: KernelSet = .active) {
+                          accumulateDx: Bool = true, kernels: KernelSet = .active) {
     let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch, kernels: kernels)
     let (c, o) = (g.channels, g.outChannels)
     let dyPlanes = layout.border(dy, channels: o)
     if let dx {
         let packed = packWeights(weight, outChannels: o, channels: c, flipped: true)
         convolvePlanes(layout, planes: dyPlanes, channels: o, packed: packed,
-                       outPlanes: c, bias: nil, accumulate: true, y: dx, kernels: kernels)
+                       outPlanes: c, bias: nil, accumulate: accumulateDx, y: dx, kernels: kernels)
     }
     if let dbias { biasGradient(g, dy: dy, dbias: dbias, kernels: kernels) }
     guard let dweight else { return }

@@ -49,13 +49,15 @@ public func groupNormForward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, ga
     }
 }
 
-/// Adds dL/dx, dL/dgamma and dL/dbeta. With xhat = (x - mean) rstd and dxhat = dy gamma:
+/// Adds dL/dx (or writes it, `accumulateDx` false), dL/dgamma and dL/dbeta. With
+/// xhat = (x - mean) rstd and dxhat = dy gamma:
 /// dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) over the group.
 public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
                               beta: UnsafePointer<Float>, silu: Bool, dy: UnsafePointer<Float>,
                               mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                               dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
-                              dbeta: UnsafeMutablePointer<Float>?, kernels: KernelSet = .active) {
+                              dbeta: UnsafeMutablePointer<Float>?, accumulateDx: Bool = true,
+                              kernels: KernelSet = .active) {
     let cpg = g.channels / g.groups, size = g.groupSize
     // per (n, c) sums of dy' and dy' xhat, where dy' is the gradient before the affine transform
     let partial = Storage(uninitializedCount: 2 * g.batch * g.channels)
@@ -92,9 +94,10 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
             for c in 0..<cpg {
                 let gam = pgam[channel0 + c]
                 let xs = px + ng * size + c * g.spatial, ds = pdx + ng * size + c * g.spatial, dc = d + c * g.spatial
-                for i in 0..<g.spatial {
-                    let xh = (xs[i] - m) * r
-                    ds[i] += r * (dc[i] * gam - meanD - xh * meanDX)
+                if accumulateDx {
+                    for i in 0..<g.spatial { ds[i] += r * (dc[i] * gam - meanD - (xs[i] - m) * r * meanDX) }
+                } else {
+                    for i in 0..<g.spatial { ds[i] = r * (dc[i] * gam - meanD - (xs[i] - m) * r * meanDX) }
                 }
             }
         }

@@ -175,16 +175,17 @@ func winogradConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
                    x: x, u: u, tile: tile, bias: bias, shift: shift, accumulate: accumulate, y: y, kernels: kernels)
 }
 
-/// Adds dL/dx, dL/dweight and dL/dbias (each when non-nil), the first two by Winograd.
+/// Adds dL/dx (or writes it, `accumulateDx` false), dL/dweight and dL/dbias (each when non-nil),
+/// the first two by Winograd.
 func winogradConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                             dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                             dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
-                            tile: WinogradTile, kernels: KernelSet = .active) {
+                            accumulateDx: Bool = true, tile: WinogradTile, kernels: KernelSet = .active) {
     if let dx {
         let u = winogradWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: true, tile: tile,
                                 kernels: kernels)
         winogradConv2d(batch: g.batch, channels: g.outChannels, height: g.height, width: g.width, outChannels: g.channels,
-                       x: dy, u: u, tile: tile, bias: nil, accumulate: true, y: dx, kernels: kernels)
+                       x: dy, u: u, tile: tile, bias: nil, accumulate: accumulateDx, y: dx, kernels: kernels)
     }
     if let dweight { winogradWeightGradient(g, x: x, dy: dy, dweight: dweight, tile: tile, kernels: kernels) }
     if let dbias { biasGradient(g, dy: dy, dbias: dbias, kernels: kernels) }

@@ -77,9 +77,10 @@ extension Tensor {
         let inputs = [self, weight] + [bias, shift, residual].compactMap { $0 }
         return Tensor.result(outShape, out, inputs: inputs, op: op, backwardFlops: backwardFlops) { grad in
             if nx != nil || nw != nil || nb != nil {
+                let dx = nx?.gradientForWriting()
                 conv2dBackward(g, x: x.pointer, weight: w.pointer, dy: grad.pointer,
-                               dx: nx?.gradientStorage().pointer, dweight: nw?.gradientStorage().pointer,
-                               dbias: nb?.gradientStorage().pointer)
+                               dx: dx?.storage.pointer, dweight: nw?.gradientStorage().pointer,
+                               dbias: nb?.gradientStorage().pointer, accumulateDx: dx?.accumulate ?? true)
             }
             if let ns {  // d shift[n, o] = the sum of dy over the plane
                 let d = ns.gradientStorage().pointer, pixels = g.outPixels

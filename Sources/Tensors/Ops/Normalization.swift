@@ -17,10 +17,11 @@ extension Tensor {
         let nx = node, ng = gamma.node, nb = beta.node
         let x = storage, gam = gamma.storage, bet = beta.storage
         return Tensor.result(shape, out, inputs: [self, gamma, beta], op: op) { grad in
+            let dx = nx?.gradientForWriting()
             groupNormBackward(g, x: x.pointer, gamma: gam.pointer, beta: bet.pointer, silu: silu,
                               dy: grad.pointer, mean: stats.pointer, rstd: stats.pointer + g.batch * groups,
-                              dx: nx?.gradientStorage().pointer, dgamma: ng?.gradientStorage().pointer,
-                              dbeta: nb?.gradientStorage().pointer)
+                              dx: dx?.storage.pointer, dgamma: ng?.gradientStorage().pointer,
+                              dbeta: nb?.gradientStorage().pointer, accumulateDx: dx?.accumulate ?? true)
         }
     }
 }

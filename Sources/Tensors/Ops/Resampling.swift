@@ -51,8 +51,9 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
         var offset = 0
         for (n, c) in zip(nodes, channels) {
             if let n {
-                copyRows(g.pointer + offset * inner, srcStride: total * inner, n.gradientStorage().pointer,
-                         dstStride: c * inner, rows: batch, n: c * inner, add: true)
+                let d = n.gradientForWriting()
+                copyRows(g.pointer + offset * inner, srcStride: total * inner, d.storage.pointer,
+                         dstStride: c * inner, rows: batch, n: c * inner, add: d.accumulate)
             }
             offset += c
         }
