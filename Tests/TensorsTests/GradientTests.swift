@@ -123,6 +123,17 @@ import TestSupport
         expectGradients([randomTensor([3, 4, 5], seed: 19)]) { ($0[0].reshaped([12, 5]) * $0[0].reshaped([12, 5])) }
     }
 
+    /// An input that two pullbacks reach: the first writes its gradient (`gradientForWriting`),
+    /// the second adds to it, whichever kind each is.
+    @Test func inputsReachedTwice() {
+        expectGradients([randomTensor([2, 3, 4], seed: 23)]) { concatChannels([$0[0], $0[0].transposedLastTwo().transposedLastTwo()]) }
+        expectGradients([randomTensor([3, 4], seed: 24), randomTensor([4, 4], seed: 25)]) {
+            $0[0].linear(weight: $0[1], bias: nil) * $0[0].linear(weight: $0[1], bias: nil) + $0[0]
+        }
+        let x = randomTensor([2, 3, 5, 5], seed: 26), w = randomTensor([3, 3, 3, 3], seed: 27, scale: 0.3)
+        expectGradients([x, w]) { $0[0].conv2d(weight: $0[1], bias: nil, padding: (1, 1, 1, 1), residual: $0[0]) }
+    }
+
     /// Widths 6 (heads of 6, 3, 2: the small-head kernel) and 72 (heads of 36: BLAS).
     @Test(arguments: [(1, 6), (2, 6), (3, 6), (2, 72)])
     func attention(heads: Int, width: Int) {

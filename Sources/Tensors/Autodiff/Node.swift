@@ -2,8 +2,8 @@
 ///
 /// Each differentiable op that sees a tracked input makes a `Node` for its result, holding the
 /// input nodes and a closure that, given the gradient of the result, adds the gradients of the
-/// inputs (`+=`, as in llm.c; the convolution, GroupNorm and concat write an input's first
-/// gradient instead, `gradientForWriting`, which saves its zero fill). `backward()` orders the graph reachable from the loss topologically
+/// inputs (`+=`, as in llm.c; pullbacks that write every element of an input's gradient write its
+/// first gradient instead, `gradientForWriting`, which saves its zero fill). `backward()` orders the graph reachable from the loss topologically
 /// and runs the closures in reverse. Parameters are leaf nodes whose gradient persists until
 /// `zeroGradient()`. All gradient rules are in `Ops/`, next to the forward pass they invert.
 final class Node {
@@ -38,6 +38,12 @@ final class Node {
         let g = Storage(uninitializedCount: count)
         gradient = g
         return (g, false)
+    }
+
+    /// gradient += g, or, the first time, gradient = a copy of g.
+    func addGradient(_ g: UnsafePointer<Float>) {
+        let (d, add) = gradientForWriting()
+        if add { accumulate(d.pointer, g, count: count) } else { copy(g, to: d.pointer, count: count) }
     }
 }
 

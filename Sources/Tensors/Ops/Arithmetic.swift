@@ -55,9 +55,7 @@ extension Tensor {
         }
         require(dims.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
         let n = node
-        return Tensor.result(dims, storage, inputs: [self], op: "reshape") { g in
-            accumulate(n!.gradientStorage().pointer, g.pointer, count: g.count)
-        }
+        return Tensor.result(dims, storage, inputs: [self], op: "reshape") { g in n!.addGradient(g.pointer) }
     }
 
     /// The mean of all elements, a scalar.

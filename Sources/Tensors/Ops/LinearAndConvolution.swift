@@ -28,8 +28,9 @@ extension Tensor {
         return Tensor.result(outShape, out, inputs: [self, weight] + (bias.map { [$0] } ?? []), op: "linear",
                              backwardFlops: backwardFlops) { g in
             if let nx {  // dx = dy W
+                let (dx, add) = nx.gradientForWriting()
                 parallelGemm(m: rows, n: inFeatures, k: outFeatures, a: g.pointer, lda: outFeatures,
-                             b: w!.pointer, ldb: inFeatures, beta: 1, c: nx.gradientStorage().pointer, ldc: inFeatures)
+                             b: w!.pointer, ldb: inFeatures, beta: add ? 1 : 0, c: dx.pointer, ldc: inFeatures)
             }
             if let nw {  // dW = dy^T x
                 parallelGemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows, a: g.pointer, lda: outFeatures,
@@ -86,7 +87,7 @@ extension Tensor {
                 let d = ns.gradientStorage().pointer, pixels = g.outPixels
                 for plane in 0..<g.batch * g.outChannels { d[plane] += Tensors.sum(grad.pointer + plane * pixels, count: pixels) }
             }
-            if let nr { Tensors.accumulate(nr.gradientStorage().pointer, grad.pointer, count: grad.count) }
+            nr?.addGradient(grad.pointer)
         }
     }
 }

@@ -21,7 +21,8 @@ extension Tensor {
         newShape.swapAt(rank - 2, rank - 1)
         let n = node
         return Tensor.result(newShape, out, inputs: [self], op: "transpose") { g in
-            transposeBatched(g.pointer, batch: b, rows: c, columns: r, n!.gradientStorage().pointer, add: true)
+            let (d, add) = n!.gradientForWriting()
+            transposeBatched(g.pointer, batch: b, rows: c, columns: r, d.pointer, add: add)
         }
     }
 }
