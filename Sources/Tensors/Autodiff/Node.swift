@@ -3,9 +3,10 @@
 /// Each differentiable op that sees a tracked input makes a `Node` for its result, holding the
 /// input nodes and a closure that, given the gradient of the result, adds the gradients of the
 /// inputs (`+=`, as in llm.c; pullbacks that write every element of an input's gradient write its
-/// first gradient instead, `gradientForWriting`, which saves its zero fill). `backward()` orders the graph reachable from the loss topologically
-/// and runs the closures in reverse. Parameters are leaf nodes whose gradient persists until
-/// `zeroGradient()`. All gradient rules are in `Ops/`, next to the forward pass they invert.
+/// first gradient instead, `gradientForWriting`, which saves its zero fill). `backward()` orders
+/// the graph reachable from the loss topologically and runs the closures in reverse. Parameters
+/// are leaf nodes whose gradient persists until `zeroGradient()`. All gradient rules are in
+/// `Ops/`, next to the forward pass they invert.
 final class Node {
     let inputs: [Node]
     let count: Int
