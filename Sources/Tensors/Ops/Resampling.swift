@@ -52,9 +52,9 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
         var offset = 0
         for (n, c) in zip(nodes, channels) {
             if let n {
-                let d = n.gradientForWriting()
-                copyRows(g.pointer + offset * inner, srcStride: total * inner, d.storage.pointer,
-                         dstStride: c * inner, rows: batch, n: c * inner, add: d.accumulate)
+                let (d, add) = n.gradientForWriting()
+                copyRows(g.pointer + offset * inner, srcStride: total * inner, d.pointer,
+                         dstStride: c * inner, rows: batch, n: c * inner, add: add)
             }
             offset += c
         }
