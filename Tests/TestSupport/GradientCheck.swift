@@ -57,9 +57,19 @@ public func maxAbsDifference(_ a: Tensor, _ b: Tensor) -> Float {
 public let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Fixtures")
 
-/// A fresh temporary directory.
+/// The folder that holds this test process's temporary directories; removed when the process
+/// exits, so that a test run leaves nothing behind in the system's temporary folder.
+private let temporaryRoot: URL = {
+    let url = FileManager.default.temporaryDirectory
+        .appendingPathComponent("ddpm-test-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString)")
+    try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(at: temporaryRoot) }
+    return url
+}()
+
+/// A fresh temporary directory, removed with the others when the test process exits.
 public func temporaryDirectory() -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("ddpm-test-\(UUID().uuidString)")
+    let url = temporaryRoot.appendingPathComponent(UUID().uuidString)
     try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }
