@@ -316,6 +316,36 @@ import TestSupport
         }
     }
 
+    /// The transpose kernel by every set against its definition, over strided rows and columns,
+    /// written and added; and `transposeBatched`, which tiles a batch of matrices with it.
+    @Test(arguments: [(3, 5), (8, 8), (13, 21), (196, 64), (40, 9)])
+    func transposeMatchesDefinition(rows: Int, columns: Int) {
+        let (ldx, ldy) = (columns + 3, rows + 2)
+        let x = randomTensor([rows * ldx], seed: 47), start = randomTensor([columns * ldy], seed: 48)
+        for kernels in KernelSet.available {
+            for accumulate in [false, true] {
+                let y = start.copy()
+                kernels.k.transpose(x.pointer, ldx, rows, columns, 0.5, y.pointer, ldy, accumulate ? 1 : 0)
+                var worst: Float = 0
+                for c in 0..<columns {
+                    for r in 0..<ldy {
+                        let old = start.pointer[c * ldy + r]
+                        let expected = r < rows ? (accumulate ? old : 0) + 0.5 * x.pointer[r * ldx + c] : old
+                        worst = max(worst, abs(y.pointer[c * ldy + r] - expected))
+                    }
+                }
+                #expect(worst < 1e-6, "\(kernels) accumulate \(accumulate)")
+            }
+        }
+        let batch = randomTensor([3, rows, columns], seed: 49), out = Tensor(zeros: [3, columns, rows])
+        transposeBatched(batch.pointer, batch: 3, rows: rows, columns: columns, out.pointer, add: false)
+        let misplaced = (0..<out.count).filter { i in
+            let (b, c, r) = (i / (rows * columns), i / rows % columns, i % rows)
+            return out.pointer[i] != batch.pointer[(b * rows + r) * columns + c]
+        }
+        #expect(misplaced.isEmpty)
+    }
+
     /// AdamW's update by every set against the Double twin, over three steps from zero moments:
     /// lengths below a vector, between whole vectors, and enough to split across cores.
     @Test(arguments: [3, 16, 37, 300_001])

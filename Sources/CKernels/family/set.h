@@ -5,6 +5,7 @@
 #define K(name) K_NAME(name, SET)
 
 #include "vector.h"
+#include "layout.h"
 #include "reduction.h"
 #include "elementwise.h"
 #include "conv.h"
@@ -45,11 +46,10 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .winograd_output_adjoint = K(winograd_output_adjoint),
     .winograd4_output_adjoint = K(winograd4_output_adjoint),
     .small_gemm = K(small_gemm),
+    .transpose = K(transpose),
     .attention_score_rows = K(attention_score_rows),
     .attention_weighted_rows = K(attention_weighted_rows),
     .attention_outer_product_sum = K(attention_outer_product_sum),
-    .attention_transpose_head = K(attention_transpose_head),
-    .attention_add_transposed_head = K(attention_add_transposed_head),
     .softmax_row = K(softmax_row),
     .exp_shift_row = K(exp_shift_row),
     .softmax_backward_row = K(softmax_backward_row),

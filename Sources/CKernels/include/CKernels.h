@@ -85,6 +85,11 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull small_gemm)(long m, long n, long k, const float *_Nonnull a, long lda, const float *_Nonnull b,
                                 long ldb, float *_Nonnull c, long ldc);
 
+    /// y[c ldy + r] (+)= scale x[r ldx + c], r < rows, c < cols (family/layout.h): attention's heads
+    /// and `transposeBatched`.
+    void (*_Nonnull transpose)(const float *_Nonnull x, long ldx, long rows, long cols, float scale,
+                               float *_Nonnull y, long ldy, int accumulate);
+
     // Small-head attention (Tensors/Kernels/Attention.swift).
     /// rowN[j] = sum_e qN[e] kt[e l + j], j < l; maxima[N] = max_j rowN[j].
     void (*_Nonnull attention_score_rows)(const float *_Nonnull q0, const float *_Nonnull q1, const float *_Nonnull kt,
@@ -96,12 +101,6 @@ typedef struct ddpm_kernel_set {
     /// t[e, j] = scale sum_i a[i sa + e] b[i sb + j], e < d, j < l.
     void (*_Nonnull attention_outer_product_sum)(const float *_Nonnull a, long sa, const float *_Nonnull b, long sb,
                                                  long rows, long head_dim, long length, float scale, float *_Nonnull t);
-    /// t[e, j] = scale x[j stride + e], e < d, j < l: one head's slice transposed.
-    void (*_Nonnull attention_transpose_head)(const float *_Nonnull x, long stride, long length, long head_dim,
-                                              float scale, float *_Nonnull t);
-    /// x[j stride + e] += t[e, j], e < d, j < l.
-    void (*_Nonnull attention_add_transposed_head)(const float *_Nonnull t, long length, long head_dim,
-                                                   float *_Nonnull x, long stride);
     /// Softmax of one row in place.
     void (*_Nonnull softmax_row)(float *_Nonnull row, long n);
     /// row = exp(row - shift) in place (softmax before its division, shift the row's maximum or,

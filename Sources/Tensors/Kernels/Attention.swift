@@ -172,8 +172,8 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
         let vt = kt + d * l, row0 = vt + d * l, row1 = row0 + l, dump = row1 + l, maxima = dump + 2 * d
         for pair in pairs {
             let head = pair % g.heads * d, off = pair / g.heads * l * s + head, outOff = pair / g.heads * l * w + head
-            kernels.k.attention_transpose_head(pk + off, s, l, d, scale, kt)
-            kernels.k.attention_transpose_head(pv + off, s, l, d, 1, vt)
+            kernels.k.transpose(pk + off, s, l, d, scale, kt, l, 0)
+            kernels.k.transpose(pv + off, s, l, d, 1, vt, l, 0)
             for i in stride(from: 0, to: l, by: 2) {
                 // an odd last row goes twice, its copy's results to scratch
                 let i1 = min(i + 1, l - 1), twin = i1 == i
@@ -213,8 +213,8 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
         let unused = rows + 2 * d  // the score kernel's row maxima, which the backward pass does not need
         for pair in pairs {
             let off = pair / g.heads * l * w + pair % g.heads * d, lse = plse + pair * l
-            kernels.k.attention_transpose_head(pk + off, w, l, d, scale, kt)
-            kernels.k.attention_transpose_head(pv + off, w, l, d, 1, vt)
+            kernels.k.transpose(pk + off, w, l, d, scale, kt, l, 0)
+            kernels.k.transpose(pv + off, w, l, d, 1, vt, l, 0)
             for i in stride(from: 0, to: l, by: 2) {
                 let i1 = min(i + 1, l - 1)  // an odd last row goes twice, onto itself
                 let p0 = p + i * l, p1 = p + i1 * l, ds0 = ds + i * l, ds1 = ds + i1 * l
@@ -230,9 +230,9 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
                 if i1 != i { let dq1 = pdq + off + i1 * w; for e in 0..<d { dq1[e] += rows[d + e] } }
             }
             kernels.k.attention_outer_product_sum(pdo + off, w, p, l, l, d, l, 1, t)
-            kernels.k.attention_add_transposed_head(t, l, d, pdv + off, w)
+            kernels.k.transpose(t, l, d, l, 1, pdv + off, w, 1)
             kernels.k.attention_outer_product_sum(pq + off, w, ds, l, l, d, l, scale, t)
-            kernels.k.attention_add_transposed_head(t, l, d, pdk + off, w)
+            kernels.k.transpose(t, l, d, l, 1, pdk + off, w, 1)
         }
     }
 }

@@ -48,19 +48,14 @@ public func copyRows(_ src: UnsafePointer<Float>, srcStride: Int, _ dst: UnsafeM
 
 /// y [B, C, R] = x [B, R, C] transposed in each batch; with `add`, y += instead.
 public func transposeBatched(_ x: UnsafePointer<Float>, batch: Int, rows: Int, columns: Int,
-                             _ y: UnsafeMutablePointer<Float>, add: Bool) {
+                             _ y: UnsafeMutablePointer<Float>, add: Bool, kernels: KernelSet = .active) {
     let px = SharedPointer(x), py = SharedPointer(y)
-    let tile = 32
-    parallelFor(batch * ((rows + tile - 1) / tile), cost: tile * columns) { range in
-        let tilesPerBatch = (rows + tile - 1) / tile
+    let tile = 32, tilesPerBatch = (rows + tile - 1) / tile
+    parallelFor(batch * tilesPerBatch, cost: tile * columns) { range in
         for t in range {
             let b = t / tilesPerBatch, r0 = t % tilesPerBatch * tile, r1 = min(rows, r0 + tile)
-            let src = px + b * rows * columns, dst = py + b * rows * columns
-            for c in 0..<columns {
-                for r in r0..<r1 {
-                    if add { dst[c * rows + r] += src[r * columns + c] } else { dst[c * rows + r] = src[r * columns + c] }
-                }
-            }
+            kernels.k.transpose(px + b * rows * columns + r0 * columns, columns, r1 - r0, columns, 1,
+                                py + b * rows * columns + r0, rows, add ? 1 : 0)
         }
     }
 }
