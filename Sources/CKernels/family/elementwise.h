@@ -30,6 +30,19 @@ static void K(silu_affine_backward)(const float *x, float scale, float shift, co
     }
 }
 
+static void K(norm_backward_dx)(const float *d, const float *x, float a, float b, float m, float c, float *y, long n,
+                                int accumulate) {
+    long i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf g = vload(d + i) * a + (vload(x + i) - m) * b + c;
+        vstore(y + i, accumulate ? vload(y + i) + g : g);
+    }
+    for (; i < n; i++) {
+        float g = d[i] * a + (x[i] - m) * b + c;
+        y[i] = accumulate ? y[i] + g : g;
+    }
+}
+
 // row = exp(row - shift) in place; returns the row's sum. A row of at least one vector ends with
 // one more vector that overlaps the last whole one: its exponentials are taken before the whole
 // vectors are overwritten, and stored after them (the overlapping lanes get the same values

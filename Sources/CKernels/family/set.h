@@ -55,6 +55,7 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .softmax_backward_row = K(softmax_backward_row),
     .silu_affine = K(silu_affine),
     .silu_affine_backward = K(silu_affine_backward),
+    .norm_backward_dx = K(norm_backward_dx),
     .sum = K(sum),
     .dot = K(dot),
     .sum_squared_deviations = K(sum_squared_deviations),

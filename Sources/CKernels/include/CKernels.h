@@ -115,6 +115,10 @@ typedef struct ddpm_kernel_set {
     /// d (+)= dy silu'(x scale + shift), silu'(v) = s (1 + v (1 - s)), s = sigmoid(v).
     void (*_Nonnull silu_affine_backward)(const float *_Nonnull x, float scale, float shift, const float *_Nonnull dy,
                                           float *_Nonnull d, long n, int accumulate);
+    /// y (+)= a d + b (x - m) + c: a normalisation's input gradient from the gradient d of its
+    /// normalised values, x and its mean m.
+    void (*_Nonnull norm_backward_dx)(const float *_Nonnull d, const float *_Nonnull x, float a, float b, float m,
+                                      float c, float *_Nonnull y, long n, int accumulate);
     float (*_Nonnull sum)(const float *_Nonnull x, long n);
     float (*_Nonnull dot)(const float *_Nonnull x, const float *_Nonnull y, long n);
     /// sum (x[i] - m)^2.

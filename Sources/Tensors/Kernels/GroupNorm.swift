@@ -66,8 +66,8 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
     let pdx = dx.map { SharedPointer($0) }
     let nc = g.batch * g.channels
     parallelFor(g.batch * g.groups, cost: 2 * size) { range in
-        // the gradient before the affine transform, d = dy (* silu'), kept for the second pass
-        let d = UnsafeMutablePointer<Float>.allocate(capacity: size)
+        // the gradient before the affine transform, d = dy silu', kept for the second pass (d = dy without SiLU)
+        let d = UnsafeMutablePointer<Float>.allocate(capacity: silu ? size : 0)
         defer { d.deallocate() }
         for ng in range {
             let m = pm[ng], r = pr[ng]
@@ -76,11 +76,9 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
             for c in 0..<cpg {
                 let ch = channel0 + c, gam = pgam[ch], bet = pbet[ch]
                 let xs = px + ng * size + c * g.spatial, gs = pdy + ng * size + c * g.spatial
-                let dc = d + c * g.spatial
+                let dc = silu ? d + c * g.spatial : gs
                 if silu {  // the pre-activation again: v = (x - m) r gam + bet
                     kernels.k.silu_affine_backward(xs, r * gam, bet - m * r * gam, gs, dc, g.spatial, 0)
-                } else {
-                    dc.update(from: gs, count: g.spatial)
                 }
                 // sum d and sum d xhat, with xhat = (x - m) r
                 let a = kernels.k.sum(dc, g.spatial)
@@ -91,14 +89,10 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
             }
             guard let pdx else { continue }
             let meanD = Float(sumD / Double(size)), meanDX = Float(sumDX / Double(size))
-            for c in 0..<cpg {
-                let gam = pgam[channel0 + c]
-                let xs = px + ng * size + c * g.spatial, ds = pdx + ng * size + c * g.spatial, dc = d + c * g.spatial
-                if accumulateDx {
-                    for i in 0..<g.spatial { ds[i] += r * (dc[i] * gam - meanD - (xs[i] - m) * r * meanDX) }
-                } else {
-                    for i in 0..<g.spatial { ds[i] = r * (dc[i] * gam - meanD - (xs[i] - m) * r * meanDX) }
-                }
+            for c in 0..<cpg {  // dx = r gam d - r^2 meanDX (x - m) - r meanD
+                let offset = ng * size + c * g.spatial, dc = silu ? d + c * g.spatial : pdy + offset
+                kernels.k.norm_backward_dx(dc, px + offset, r * pgam[channel0 + c], -r * r * meanDX, m, -r * meanD,
+                                           pdx + offset, g.spatial, accumulateDx ? 1 : 0)
             }
         }
     }
