@@ -139,6 +139,18 @@ import TestSupport
         for kernels in KernelSet.available { convBackward(g: g, algorithm: algorithm, kernels: kernels) }
     }
 
+    /// Strided convolutions go through the column matrix: the U-Net's downsampler (stride 2,
+    /// padding 1), padding on one side only, and a stride with no fast path of its own.
+    @Test(arguments: [
+        ConvGeometry(batch: 3, channels: 5, height: 9, width: 10, outChannels: 6, kernel: 3, stride: 2, padding: 1),
+        ConvGeometry(batch: 2, channels: 4, height: 14, width: 14, outChannels: 3, kernel: 3, stride: 2,
+                     padTop: 0, padLeft: 0, padBottom: 1, padRight: 1),
+        ConvGeometry(batch: 2, channels: 3, height: 11, width: 13, outChannels: 4, kernel: 3, stride: 3, padding: 2),
+    ])
+    func stridedConvBackward(g: ConvGeometry) {
+        for kernels in KernelSet.available { convBackward(g: g, algorithm: .columns, kernels: kernels) }
+    }
+
     /// 1x1 convolutions take no column matrix (each image is its own): a batch split across both
     /// cores, a single image whose products split instead, and 7x7 planes (49 columns).
     @Test(arguments: [

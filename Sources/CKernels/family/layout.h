@@ -1,4 +1,5 @@
-// Moving data: transposes (attention's heads, a batch of [R, C] matrices into [C, R]).
+// Moving data: transposes (attention's heads, a batch of [R, C] matrices into [C, R]), and the
+// column matrix of a convolution that goes through a matrix product (im2col) and its adjoint.
 
 // The 8x8 block of floats in r[0..7] (rows) transposed in place, by three rounds of shuffles.
 static inline void K(transpose8)(v8 r[8]) {
@@ -42,4 +43,57 @@ static void K(transpose)(const float *x, long ldx, long rows, long cols, float s
     for (; r < rows; r++)
         for (long c = 0; c < cols; c++)
             y[c * ldy + r] = (accumulate ? y[c * ldy + r] : 0) + scale * x[r * ldx + c];
+}
+
+// The output columns ox whose input column ox stride + j - pad_left lies inside the plane: lo ..< hi.
+static inline void K(valid_columns)(const ddpm_patches *p, long j, long *lo, long *hi) {
+    long first = p->pad_left - j, end = p->width + p->pad_left - j;  // ox stride in first ..< end
+    long a = first > 0 ? (first + p->stride - 1) / p->stride : 0;
+    long b = end > 0 ? (end + p->stride - 1) / p->stride : 0;
+    *lo = a < p->out_width ? a : p->out_width;
+    *hi = b < *lo ? *lo : b < p->out_width ? b : p->out_width;
+}
+
+// Row (i, j) of one plane's block of the column matrix, at columns + (i kw + j) ld, holds the input
+// pixel under tap (i, j) for every output pixel, 0 in the padding. Rows of the plane go as straight
+// copies at stride 1; at stride 2 the compiler turns the every-other-float gather into shuffles.
+static void K(im2col_plane)(const float *x, const ddpm_patches *p, float *columns, long ld) {
+    long oh = p->out_height, ow = p->out_width, s = p->stride;
+    for (long i = 0; i < p->kernel_height; i++)
+        for (long j = 0; j < p->kernel_width; j++) {
+            float *row = columns + (i * p->kernel_width + j) * ld;
+            long lo, hi;
+            K(valid_columns)(p, j, &lo, &hi);
+            for (long oy = 0; oy < oh; oy++) {
+                long iy = oy * s + i - p->pad_top;
+                float *d = row + oy * ow;
+                if (iy < 0 || iy >= p->height) { memset(d, 0, ow * sizeof(float)); continue; }
+                const float *src = x + iy * p->width + j - p->pad_left;
+                for (long ox = 0; ox < lo; ox++) d[ox] = 0;
+                if (s == 1) memcpy(d + lo, src + lo, (hi - lo) * sizeof(float));
+                else if (s == 2) for (long ox = lo; ox < hi; ox++) d[ox] = src[2 * ox];
+                else for (long ox = lo; ox < hi; ox++) d[ox] = src[ox * s];
+                for (long ox = hi; ox < ow; ox++) d[ox] = 0;
+            }
+        }
+}
+
+// Its adjoint: x[input pixel under tap (i, j)] += row (i, j) at each output pixel.
+static void K(col2im_plane)(const float *columns, long ld, const ddpm_patches *p, float *x) {
+    long oh = p->out_height, ow = p->out_width, s = p->stride;
+    for (long i = 0; i < p->kernel_height; i++)
+        for (long j = 0; j < p->kernel_width; j++) {
+            const float *row = columns + (i * p->kernel_width + j) * ld;
+            long lo, hi;
+            K(valid_columns)(p, j, &lo, &hi);
+            for (long oy = 0; oy < oh; oy++) {
+                long iy = oy * s + i - p->pad_top;
+                if (iy < 0 || iy >= p->height) continue;
+                const float *d = row + oy * ow;
+                float *dst = x + iy * p->width + j - p->pad_left;
+                if (s == 1) for (long ox = lo; ox < hi; ox++) dst[ox] += d[ox];
+                else if (s == 2) for (long ox = lo; ox < hi; ox++) dst[2 * ox] += d[ox];
+                else for (long ox = lo; ox < hi; ox++) dst[ox * s] += d[ox];
+            }
+        }
 }

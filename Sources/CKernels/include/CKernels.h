@@ -15,6 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/// Where one input plane's pixels go in a convolution's column matrix (im2col): the plane, the
+/// kernel, its stride and leading padding, and the output plane.
+typedef struct ddpm_patches {
+    long height, width, kernel_height, kernel_width, stride, pad_top, pad_left, out_height, out_width;
+} ddpm_patches;
+
 typedef struct ddpm_kernel_set {
     /// "avx512", "avx2+fma" or "portable".
     const char *_Nonnull name;
@@ -89,6 +95,13 @@ typedef struct ddpm_kernel_set {
     /// and `transposeBatched`.
     void (*_Nonnull transpose)(const float *_Nonnull x, long ldx, long rows, long cols, float scale,
                                float *_Nonnull y, long ldy, int accumulate);
+    /// One plane's kh kw rows of a column matrix, row (i, j) at columns + (i kw + j) ld: the input
+    /// pixel under tap (i, j) for each output pixel, 0 in the padding (Tensors/Kernels/Conv2d.swift).
+    void (*_Nonnull im2col_plane)(const float *_Nonnull x, const ddpm_patches *_Nonnull p, float *_Nonnull columns,
+                                  long ld);
+    /// Its adjoint: the rows added back onto the plane x.
+    void (*_Nonnull col2im_plane)(const float *_Nonnull columns, long ld, const ddpm_patches *_Nonnull p,
+                                  float *_Nonnull x);
 
     // Small-head attention (Tensors/Kernels/Attention.swift).
     /// rowN[j] = sum_e qN[e] kt[e l + j], j < l; maxima[N] = max_j rowN[j].

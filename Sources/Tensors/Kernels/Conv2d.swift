@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 
 /// 2-D convolution as im2col + one sgemm per chunk of images, with the naive direct twin.
@@ -42,69 +43,37 @@ public struct ConvGeometry: Sendable, Hashable {
     public var flops: Double { 2 * Double(batch * outChannels * outPixels * patch) }
 }
 
-/// Fills columns [C kh kw, nb Ho Wo] from images n0 ..< n0 + nb of x.
+extension ConvGeometry {
+    /// Where one input plane's pixels go in the column matrix, for the kernel set's im2col.
+    var patches: ddpm_patches {
+        ddpm_patches(height: height, width: width, kernel_height: kernelHeight, kernel_width: kernelWidth,
+                     stride: stride, pad_top: padTop, pad_left: padLeft, out_height: outHeight, out_width: outWidth)
+    }
+}
+
+/// Fills columns [C kh kw, nb Ho Wo] from images n0 ..< n0 + nb of x: each (channel, image)
+/// plane's kh kw rows by the kernel set.
 func im2col(_ g: ConvGeometry, _ x: UnsafePointer<Float>, n0: Int, nb: Int,
-            _ columns: UnsafeMutablePointer<Float>) {
-    let ho = g.outHeight, wo = g.outWidth, plane = g.height * g.width, width = nb * ho * wo
-    for row in 0..<g.patch {
-        let c = row / (g.kernelHeight * g.kernelWidth)
-        let i = row / g.kernelWidth % g.kernelHeight, j = row % g.kernelWidth
+            _ columns: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
+    var patches = g.patches
+    let plane = g.height * g.width, width = nb * g.outPixels, taps = g.kernelHeight * g.kernelWidth
+    for c in 0..<g.channels {
         for img in 0..<nb {
-            let src = x + ((n0 + img) * g.channels + c) * plane
-            let dst = columns + row * width + img * ho * wo
-            for oy in 0..<ho {
-                let iy = oy * g.stride + i - g.padTop
-                let d = dst + oy * wo
-                if iy < 0 || iy >= g.height {
-                    d.update(repeating: 0, count: wo)
-                    continue
-                }
-                let s = src + iy * g.width
-                if g.stride == 1 {
-                    // the valid ox range, so the middle is a straight copy
-                    let lo = min(max(0, g.padLeft - j), wo), hi = max(min(wo, g.width + g.padLeft - j), lo)
-                    for ox in 0..<lo { d[ox] = 0 }
-                    if lo < hi { (d + lo).update(from: s + lo + j - g.padLeft, count: hi - lo) }
-                    for ox in hi..<wo { d[ox] = 0 }
-                } else {
-                    for ox in 0..<wo {
-                        let ix = ox * g.stride + j - g.padLeft
-                        d[ox] = ix >= 0 && ix < g.width ? s[ix] : 0
-                    }
-                }
-            }
+            kernels.k.im2col_plane(x + ((n0 + img) * g.channels + c) * plane, &patches,
+                                   columns + c * taps * width + img * g.outPixels, width)
         }
     }
 }
 
 /// dx[images n0 ..< n0 + nb] += the column gradient folded back onto the input: the adjoint of im2col.
 func col2im(_ g: ConvGeometry, _ columns: UnsafePointer<Float>, n0: Int, nb: Int,
-            _ dx: UnsafeMutablePointer<Float>) {
-    let ho = g.outHeight, wo = g.outWidth, plane = g.height * g.width, width = nb * ho * wo
-    let taps = g.kernelHeight * g.kernelWidth
+            _ dx: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
+    var patches = g.patches
+    let plane = g.height * g.width, width = nb * g.outPixels, taps = g.kernelHeight * g.kernelWidth
     for c in 0..<g.channels {
-        for tap in 0..<taps {
-            let i = tap / g.kernelWidth, j = tap % g.kernelWidth
-            let row = c * taps + tap
-            for img in 0..<nb {
-                let dst = dx + ((n0 + img) * g.channels + c) * plane
-                let src = columns + row * width + img * ho * wo
-                for oy in 0..<ho {
-                    let iy = oy * g.stride + i - g.padTop
-                    if iy < 0 || iy >= g.height { continue }
-                    let d = dst + iy * g.width, s = src + oy * wo
-                    if g.stride == 1 {
-                        let lo = min(max(0, g.padLeft - j), wo), hi = max(min(wo, g.width + g.padLeft - j), lo)
-                        let shifted = d + j - g.padLeft
-                        for ox in lo..<hi { shifted[ox] += s[ox] }
-                    } else {
-                        for ox in 0..<wo {
-                            let ix = ox * g.stride + j - g.padLeft
-                            if ix >= 0 && ix < g.width { d[ix] += s[ox] }
-                        }
-                    }
-                }
-            }
+        for img in 0..<nb {
+            kernels.k.col2im_plane(columns + c * taps * width + img * g.outPixels, width, &patches,
+                                   dx + ((n0 + img) * g.channels + c) * plane)
         }
     }
 }
@@ -196,7 +165,8 @@ public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
         winogradConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y,
                               tile: chosen.winogradTile, kernels: kernels)
     case .columns:
-        columnsConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y)
+        columnsConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y,
+                             kernels: kernels)
     }
 }
 
@@ -217,13 +187,13 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
     case .columns:
         // col2im adds its columns into dx, which must start at zero
         if let dx, !accumulateDx { fill(dx, with: 0, count: g.batch * g.channels * g.height * g.width) }
-        columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
+        columnsConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, kernels: kernels)
     }
 }
 
 func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, accumulate: Bool,
-                          y: UnsafeMutablePointer<Float>) {
+                          y: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
     if g.isPointwise {
         return pointwiseConv2dForward(g, x: x, weight: weight, bias: bias, shift: shift, accumulate: accumulate, y: y)
     }
@@ -234,7 +204,7 @@ func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
         let n0 = images.lowerBound, nb = images.count, width = nb * p
         let columns = Storage(uninitializedCount: g.patch * width)
         let product = Storage(uninitializedCount: g.outChannels * width)
-        im2col(g, px.base, n0: n0, nb: nb, columns.pointer)
+        im2col(g, px.base, n0: n0, nb: nb, columns.pointer, kernels: kernels)
         plan.gemm(m: g.outChannels, n: width, k: g.patch, a: pw.base, lda: g.patch, b: columns.pointer, ldb: width,
                   c: product.pointer, ldc: width)
         for o in 0..<g.outChannels {
@@ -251,7 +221,8 @@ func columnsConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
 /// privately and they are added at the end.
 func columnsConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
-                           dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
+                           dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+                           kernels: KernelSet = .active) {
     if g.isPointwise {
         return pointwiseConv2dBackward(g, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias)
     }
@@ -276,14 +247,14 @@ func columnsConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: U
                 if wantBias { db[o] += sum(gathered.pointer + o * width, count: width) }
             }
             if wantWeight {
-                im2col(g, px.base, n0: n0, nb: nb, columns.pointer)
+                im2col(g, px.base, n0: n0, nb: nb, columns.pointer, kernels: kernels)
                 plan.gemm(transposeB: true, m: g.outChannels, n: g.patch, k: width, a: gathered.pointer, lda: width,
                           b: columns.pointer, ldb: width, beta: 1, c: dw, ldc: g.patch)
             }
             if let pdx {
                 plan.gemm(transposeA: true, m: g.patch, n: width, k: g.outChannels, a: pw.base, lda: g.patch,
                           b: gathered.pointer, ldb: width, c: columns.pointer, ldc: width)
-                col2im(g, columns.pointer, n0: n0, nb: nb, pdx.base)
+                col2im(g, columns.pointer, n0: n0, nb: nb, pdx.base, kernels: kernels)
             }
         }
     }
