@@ -21,7 +21,10 @@ static void K(channels_last_bordered)(const float *x, long c, long h, long w, fl
             for (long f = run; f < run + length && f < hw; f += 8) {
                 long first = f + 8 <= hw ? f : hw - 8;
                 v8 block[8];
-                for (int k = 0; k < 8; k++) block[k] = load8(x + (k0 + k) * hw + first);
+                for (int k = 0; k < 8; k++) {  // 8 streams, which the hardware prefetchers follow late
+                    __builtin_prefetch(x + (k0 + k) * hw + first + 256);
+                    block[k] = load8(x + (k0 + k) * hw + first);
+                }
                 K(transpose8)(block);
                 long r = first / w, col = first % w;
                 for (int j = 0; j < 8; j++) {
