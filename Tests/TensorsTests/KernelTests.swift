@@ -221,7 +221,7 @@ import TestSupport
     /// The small-head kernels against the BLAS path, at lengths that reach their vector loops and
     /// ragged tails; gradients accumulate onto what dq, dk, dv held. The small heads' backward pass
     /// recomputes the probabilities from the forward's log-sum-exps, BLAS's reads them.
-    @Test(arguments: [(2, 49, 8), (1, 37, 5), (3, 20, 16), (2, 9, 8), (1, 6, 4)])
+    @Test(arguments: [(2, 49, 8), (1, 37, 5), (3, 20, 16), (2, 9, 8), (1, 6, 4), (1, 70, 8)])
     func smallHeadAttentionMatchesBLAS(shape: (heads: Int, length: Int, headDim: Int)) {
         let g = AttentionGeometry(batch: 2, length: shape.length, heads: shape.heads, headDim: shape.headDim)
         let q = randomTensor([2, g.length, shape.heads * shape.headDim], seed: 30)

@@ -2,11 +2,14 @@
 // contiguous floats, and query rows go two at a time so that each vector of K^T or V^T serves both.
 
 // Two rows of scores, 4 vectors of keys x 2 rows in eight registers, then single vectors (the last
-// overlapping the one before), then scalars when L is under one vector; each row's largest score
-// into maxima[0] and maxima[1] on the way (softmax's first pass).
-static void K(attention_score_rows)(const float *q0, const float *q1, const float *kt, long l, long d,
-                                    float *row0, float *row1, float *maxima) {
+// overlapping the one before), then scalars when L is under one vector. Without `shifts`, each
+// row's largest score goes into maxima[0] and maxima[1] on the way (softmax's first pass); with
+// them (the backward pass, which knows each row's log-sum-exp), the rows receive the
+// probabilities exp(score - shifts[N]) straight from the registers.
+static inline __attribute__((always_inline)) void K(score_rows)(const float *q0, const float *q1, const float *kt, long l, long d,
+                                 const float *shifts, float *row0, float *row1, float *maxima) {
     vf m0 = vsplat(-__builtin_inff()), m1 = m0;
+    float shift0 = shifts ? shifts[0] : 0, shift1 = shifts ? shifts[1] : 0;
     long j = 0;
     for (; j + 4 * VL <= l; j += 4 * VL) {
         vf a[4] = {{0}}, b[4] = {{0}};
@@ -20,8 +23,12 @@ static void K(attention_score_rows)(const float *q0, const float *q1, const floa
             }
         }
         for (int v = 0; v < 4; v++) {
+            if (shifts) {
+                a[v] = vexp(a[v] - shift0); b[v] = vexp(b[v] - shift1);
+            } else {
+                m0 = vmax(m0, a[v]); m1 = vmax(m1, b[v]);
+            }
             vstore(row0 + j + v * VL, a[v]); vstore(row1 + j + v * VL, b[v]);
-            m0 = vmax(m0, a[v]); m1 = vmax(m1, b[v]);
         }
     }
     while (j < l && l >= VL) {
@@ -32,18 +39,36 @@ static void K(attention_score_rows)(const float *q0, const float *q1, const floa
             a = q0[e] * kv + a;
             b = q1[e] * kv + b;
         }
+        if (shifts) {
+            a = vexp(a - shift0); b = vexp(b - shift1);
+        } else {
+            m0 = vmax(m0, a); m1 = vmax(m1, b);
+        }
         vstore(row0 + j, a); vstore(row1 + j, b);
-        m0 = vmax(m0, a); m1 = vmax(m1, b);
         j += VL;
     }
     float max0 = vmaxlane(m0), max1 = vmaxlane(m1);
     for (; j < l; j++) {
         float a = 0, b = 0;
         for (long e = 0; e < d; e++) { a += q0[e] * kt[e * l + j]; b += q1[e] * kt[e * l + j]; }
+        if (shifts) {
+            a = sexp(a - shift0); b = sexp(b - shift1);
+        } else {
+            max0 = a > max0 ? a : max0; max1 = b > max1 ? b : max1;
+        }
         row0[j] = a; row1[j] = b;
-        max0 = a > max0 ? a : max0; max1 = b > max1 ? b : max1;
     }
-    maxima[0] = max0; maxima[1] = max1;
+    if (!shifts) { maxima[0] = max0; maxima[1] = max1; }
+}
+
+static void K(attention_score_rows)(const float *q0, const float *q1, const float *kt, long l, long d,
+                                    float *row0, float *row1, float *maxima) {
+    K(score_rows)(q0, q1, kt, l, d, 0, row0, row1, maxima);
+}
+
+static void K(attention_probability_rows)(const float *q0, const float *q1, const float *kt, long l, long d,
+                                          const float *shifts, float *row0, float *row1) {
+    K(score_rows)(q0, q1, kt, l, d, shifts, row0, row1, 0);
 }
 
 // Two rows of outputs, four columns of V^T x 2 rows at a time; a ragged end of L by one more

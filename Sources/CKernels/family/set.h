@@ -50,6 +50,7 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .im2col_plane = K(im2col_plane),
     .col2im_plane = K(col2im_plane),
     .attention_score_rows = K(attention_score_rows),
+    .attention_probability_rows = K(attention_probability_rows),
     .attention_weighted_rows = K(attention_weighted_rows),
     .attention_outer_product_sum = K(attention_outer_product_sum),
     .softmax_row = K(softmax_row),

@@ -108,6 +108,12 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull attention_score_rows)(const float *_Nonnull q0, const float *_Nonnull q1, const float *_Nonnull kt,
                                           long length, long head_dim, float *_Nonnull row0, float *_Nonnull row1,
                                           float *_Nonnull maxima);
+    /// rowN[j] = exp(sum_e qN[e] kt[e l + j] - shifts[N]), j < l: probabilities again, from each
+    /// row's log-sum-exp.
+    void (*_Nonnull attention_probability_rows)(const float *_Nonnull q0, const float *_Nonnull q1,
+                                                const float *_Nonnull kt, long length, long head_dim,
+                                                const float *_Nonnull shifts, float *_Nonnull row0,
+                                                float *_Nonnull row1);
     /// outN[e] = dot(pN, vt[e l ...]), e < d.
     void (*_Nonnull attention_weighted_rows)(const float *_Nonnull p0, const float *_Nonnull p1, const float *_Nonnull vt,
                                              long length, long head_dim, float *_Nonnull out0, float *_Nonnull out1);

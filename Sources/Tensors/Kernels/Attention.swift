@@ -207,10 +207,10 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v), plse = SharedPointer(logSumExp)
     let pdo = SharedPointer(dout), pdq = SharedPointer(dq), pdk = SharedPointer(dk), pdv = SharedPointer(dv)
     parallelFor(g.batch * g.heads, cost: 10 * l * l * d) { pairs in
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * d * l + 2 * l * l + 2 * d + 2)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * d * l + 2 * l * l + 2 * d + 4)
         defer { scratch.deallocate() }
         let kt = scratch, vt = kt + d * l, t = vt + d * l, p = t + d * l, ds = p + l * l, rows = ds + l * l
-        let unused = rows + 2 * d  // the score kernel's row maxima, which the backward pass does not need
+        let shifts = rows + 2 * d, unused = shifts + 2  // two rows' log-sum-exps; the dP rows' maxima, not needed
         for pair in pairs {
             let off = pair / g.heads * l * w + pair % g.heads * d, lse = plse + pair * l
             kernels.k.transpose(pk + off, w, l, d, scale, kt, l, 0)
@@ -218,9 +218,8 @@ func smallHeadAttentionBackward(_ g: AttentionGeometry, q: UnsafePointer<Float>,
             for i in stride(from: 0, to: l, by: 2) {
                 let i1 = min(i + 1, l - 1)  // an odd last row goes twice, onto itself
                 let p0 = p + i * l, p1 = p + i1 * l, ds0 = ds + i * l, ds1 = ds + i1 * l
-                kernels.k.attention_score_rows(pq + off + i * w, pq + off + i1 * w, kt, l, d, p0, p1, unused)
-                _ = kernels.k.exp_shift_row(p0, l, lse[i])
-                if i1 != i { _ = kernels.k.exp_shift_row(p1, l, lse[i1]) }
+                shifts[0] = lse[i]; shifts[1] = lse[i1]
+                kernels.k.attention_probability_rows(pq + off + i * w, pq + off + i1 * w, kt, l, d, shifts, p0, p1)
                 kernels.k.attention_score_rows(pdo + off + i * w, pdo + off + i1 * w, vt, l, d, ds0, ds1, unused)
                 kernels.k.softmax_backward_row(p0, ds0, l)
                 if i1 != i { kernels.k.softmax_backward_row(p1, ds1, l) }

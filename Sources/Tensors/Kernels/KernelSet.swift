@@ -26,7 +26,6 @@ public struct KernelSet: @unchecked Sendable, CustomStringConvertible {
     public var description: String { name }
     /// Floats per vector: 16 or 8.
     public var vectorFloats: Int { table.pointee.vector_floats }
-    /// float32 FLOPs per cycle and core at best (a multiply-add is 2).
     /// The set's float32 GFLOP/s on one core, measured by a loop of independent FMAs (about 20 ms).
     public func measuredPeakPerCore() -> Double {
         let iterations = 20_000_000 / vectorFloats
