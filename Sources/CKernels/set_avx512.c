@@ -2,10 +2,12 @@
 #include "CKernels.h"
 
 #if defined(__x86_64__)
+#include <immintrin.h>
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"))), apply_to = function)
 #define SET avx512
 #define SET_NAME "avx512"
 #define VL 16
+#define EXP_BY_SCALEF 1
 #include "family/set.h"
 #pragma clang attribute pop
 #endif
