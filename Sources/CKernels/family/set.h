@@ -52,6 +52,7 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .attention_score_rows = K(attention_score_rows),
     .attention_probability_rows = K(attention_probability_rows),
     .attention_weighted_rows = K(attention_weighted_rows),
+    .attention_softmax_rows = K(attention_softmax_rows),
     .attention_outer_product_sum = K(attention_outer_product_sum),
     .softmax_row = K(softmax_row),
     .exp_shift_row = K(exp_shift_row),

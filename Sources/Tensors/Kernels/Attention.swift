@@ -157,7 +157,8 @@ public func attentionNaive(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
 /// transposed into [d, L] scratch so that every inner loop runs over L contiguous floats, and
 /// query rows go two at a time so that each vector of K^T or V^T loaded serves both: a row of
 /// scores is sum_e q[i, e] K^T[e, :], an output element dot(P[i, :], V^T[e, :]). A row's
-/// exponentials are not divided by their sum; its d outputs are. `logSumExp` [B, H, L], when
+/// exponentials are taken in the weighted sum's first pass over it (`attention_softmax_rows`) and
+/// not divided by their sum; its d outputs are. `logSumExp` [B, H, L], when
 /// given, receives max + log(sum) of each row of scores, from which the backward pass recomputes
 /// the row's probabilities.
 func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
@@ -167,9 +168,9 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
     let pq = SharedPointer(q), pk = SharedPointer(k), pv = SharedPointer(v)
     let po = SharedPointer(out), plse = logSumExp.map { SharedPointer($0) }
     parallelFor(g.batch * g.heads, cost: 4 * l * l * d) { pairs in
-        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l + 2 * l + 2 * d + 2)
+        let kt = UnsafeMutablePointer<Float>.allocate(capacity: 2 * d * l + 2 * l + 2 * d + 4)
         defer { kt.deallocate() }
-        let vt = kt + d * l, row0 = vt + d * l, row1 = row0 + l, dump = row1 + l, maxima = dump + 2 * d
+        let vt = kt + d * l, row0 = vt + d * l, row1 = row0 + l, dump = row1 + l, maxima = dump + 2 * d, sums = maxima + 2
         for pair in pairs {
             let head = pair % g.heads * d, off = pair / g.heads * l * s + head, outOff = pair / g.heads * l * w + head
             kernels.k.transpose(pk + off, s, l, d, scale, kt, l, 0)
@@ -179,14 +180,12 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
                 let i1 = min(i + 1, l - 1), twin = i1 == i
                 let out0 = po + outOff + i * w, out1 = twin ? dump : po + outOff + i1 * w
                 kernels.k.attention_score_rows(pq + off + i * s, pq + off + i1 * s, kt, l, d, row0, row1, maxima)
-                let max0 = maxima[0], max1 = maxima[1]
-                let sum0 = kernels.k.exp_shift_row(row0, l, max0), sum1 = kernels.k.exp_shift_row(row1, l, max1)
-                kernels.k.attention_weighted_rows(row0, row1, vt, l, d, out0, out1)
-                let inv0 = 1 / sum0, inv1 = 1 / sum1
+                kernels.k.attention_softmax_rows(row0, row1, maxima, vt, l, d, out0, out1, sums)
+                let inv0 = 1 / sums[0], inv1 = 1 / sums[1]
                 for e in 0..<d { out0[e] *= inv0; out1[e] *= inv1 }
                 if let plse {
-                    plse[pair * l + i] = max0 + log(sum0)
-                    if !twin { plse[pair * l + i1] = max1 + log(sum1) }
+                    plse[pair * l + i] = maxima[0] + log(sums[0])
+                    if !twin { plse[pair * l + i1] = maxima[1] + log(sums[1]) }
                 }
             }
         }
