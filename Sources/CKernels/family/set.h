@@ -55,7 +55,6 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .attention_softmax_rows = K(attention_softmax_rows),
     .attention_outer_product_sum = K(attention_outer_product_sum),
     .softmax_row = K(softmax_row),
-    .exp_shift_row = K(exp_shift_row),
     .softmax_backward_row = K(softmax_backward_row),
     .silu_affine = K(silu_affine),
     .silu_affine_backward = K(silu_affine_backward),

@@ -127,9 +127,6 @@ typedef struct ddpm_kernel_set {
                                                  long rows, long head_dim, long length, float scale, float *_Nonnull t);
     /// Softmax of one row in place.
     void (*_Nonnull softmax_row)(float *_Nonnull row, long n);
-    /// row = exp(row - shift) in place (softmax before its division, shift the row's maximum or,
-    /// recomputing probabilities, its log-sum-exp); returns the row's sum.
-    float (*_Nonnull exp_shift_row)(float *_Nonnull row, long n, float shift);
     /// g = y (g - dot(y, g)) in place.
     void (*_Nonnull softmax_backward_row)(const float *_Nonnull y, float *_Nonnull g, long n);
 
