@@ -157,8 +157,8 @@ public func attentionNaive(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
 /// transposed into [d, L] scratch so that every inner loop runs over L contiguous floats, and
 /// query rows go two at a time so that each vector of K^T or V^T loaded serves both: a row of
 /// scores is sum_e q[i, e] K^T[e, :], an output element dot(P[i, :], V^T[e, :]). A row's
-/// exponentials are taken in the weighted sum's first pass over it (`attention_softmax_rows`) and
-/// not divided by their sum; its d outputs are. `logSumExp` [B, H, L], when
+/// exponentials and weighted sums are one call (`attention_softmax_rows`); the exponentials are
+/// not divided by their sum, the d outputs are. `logSumExp` [B, H, L], when
 /// given, receives max + log(sum) of each row of scores, from which the backward pass recomputes
 /// the row's probabilities.
 func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
@@ -193,8 +193,9 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
 }
 
 /// The backward pass of `smallHeadAttentionForward`, per (batch, head), in two sweeps.
-/// Over pairs of query rows: P[i, :] = exp(s q[i] K^T - logSumExp[i]), recomputed from the same
-/// kernel that made the forward pass's scores; dP[i, :] = sum_e dO[i, e] V^T[e, :];
+/// Over pairs of query rows: P[i, :] = exp(s q[i] K^T - logSumExp[i]), recomputed by the loop
+/// that made the forward pass's scores, exponentiated in its registers
+/// (`attention_probability_rows`); dP[i, :] = sum_e dO[i, e] V^T[e, :];
 /// dS = P (dP - dot(P, dP)); dQ[i, e] += dot(dS[i, :], s K^T[e, :]). P and dS are kept for the
 /// head, in L^2 scratch per core. Then over the whole head: dV^T = dO^T P and dK^T = s Q^T dS,
 /// register-blocked sums of outer products, added into dV and dK.
