@@ -139,6 +139,8 @@ import TestSupport
     func attention(heads: Int, width: Int) {
         let q = randomTensor([2, 5, width], seed: 20), k = randomTensor([2, 5, width], seed: 21), v = randomTensor([2, 5, width], seed: 22)
         expectGradients([q, k, v]) { scaledDotProductAttention(query: $0[0], key: $0[1], value: $0[2], heads: heads) }
+        // one tensor as query, key and value: its three gradients add onto each other
+        expectGradients([q]) { scaledDotProductAttention(query: $0[0], key: $0[0], value: $0[0], heads: heads) }
     }
 
     @Test func reductionsAndLoss() {
