@@ -19,9 +19,11 @@ import TestSupport
     }
 
     /// Winograd's small products (every kernel set) against the naive sgemm: row counts that leave
-    /// each partial row block (1-5 of 6), and column counts that leave an 8-column tail after the
-    /// 2-vector blocks of each set; leading dimensions wider than the operands.
-    @Test(arguments: [(13, 8, 5), (6, 24, 32), (11, 40, 17), (4, 72, 64), (1, 16, 3), (20, 136, 9)])
+    /// each partial row block (1-5 of 6) after one or more whole ones, and column counts that leave
+    /// an 8-column tail after the 2-vector blocks of each set; leading dimensions wider than the
+    /// operands.
+    @Test(arguments: [(13, 8, 5), (6, 24, 32), (11, 40, 17), (4, 72, 64), (1, 16, 3), (20, 136, 9), (22, 32, 4),
+                      (9, 16, 3), (7, 8, 2), (15, 24, 6), (17, 48, 10), (14, 8, 5), (36, 40, 7)])
     func smallGemmMatchesNaive(m: Int, n: Int, k: Int) {
         let (lda, ldb, ldc) = (k + 3, n + 8, n + 16)
         let a = randomTensor([m, lda], seed: 4), b = randomTensor([k, ldb], seed: 5)
