@@ -6,8 +6,9 @@
 // row's largest score goes into maxima[0] and maxima[1] on the way (softmax's first pass); with
 // them (the backward pass, which knows each row's log-sum-exp), the rows receive the
 // probabilities exp(score - shifts[N]) straight from the registers.
-static inline __attribute__((always_inline)) void K(score_rows)(const float *q0, const float *q1, const float *kt, long l, long d,
-                                 const float *shifts, float *row0, float *row1, float *maxima) {
+static inline __attribute__((always_inline)) void K(score_rows)(const float *q0, const float *q1, const float *kt,
+                                                                long l, long d, const float *shifts, float *row0,
+                                                                float *row1, float *maxima) {
     vf m0 = vsplat(-__builtin_inff()), m1 = m0;
     float shift0 = shifts ? shifts[0] : 0, shift1 = shifts ? shifts[1] : 0;
     long j = 0;

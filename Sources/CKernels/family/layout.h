@@ -19,7 +19,6 @@ static inline void K(transpose8)(v8 r[8]) {
     }
 }
 
-
 // y[c ldy + r] (+)= scale x[r ldx + c], r < rows, c < cols: blocks of 8 rows x 8 columns go
 // through one transpose, the edges float by float.
 static void K(transpose)(const float *x, long ldx, long rows, long cols, float scale, float *y, long ldy,
