@@ -1,5 +1,6 @@
-// Moving data: transposes (attention's heads, a batch of [R, C] matrices into [C, R]), and the
-// column matrix of a convolution that goes through a matrix product (im2col) and its adjoint.
+// Moving data: transposes (attention's heads, a batch of [R, C] matrices into [C, R]), the
+// column matrix of a convolution that goes through a matrix product (im2col) and its adjoint, and
+// the direct convolution's bordered planes.
 
 // The 8x8 block of floats in r[0..7] (rows) transposed in place, by three rounds of shuffles.
 static inline void K(transpose8)(v8 r[8]) {
@@ -95,4 +96,37 @@ static void K(col2im_plane)(const float *columns, long ld, const ddpm_patches *p
                 else for (long ox = lo; ox < hi; ox++) dst[ox * s] += d[ox];
             }
         }
+}
+
+// One bordered plane of the direct convolution: pixel (y, x) of image `lane` < present (its [h, w]
+// plane at src + lane image_stride) at (y + 1) pitch + (x + 1) lanes + lane, with pitch =
+// (w + 1) lanes; zero elsewhere in the plane's `stride` floats. With all lanes present, only what
+// the pixels leave is zeroed: the top row, each row's first pixel, and what follows the last row.
+// One image's rows are vector copies (the last vector overlapping the one before); 8 images are
+// interleaved by the transpose.
+static void K(border_plane)(const float *src, long image_stride, long present, long h, long w, long lanes,
+                            float *dst, long stride) {
+    long pitch = (w + 1) * lanes, origin = pitch + lanes;
+    if (present < lanes) {
+        for (long i = 0; i < stride; i++) dst[i] = 0;
+    } else {
+        for (long i = 0; i < origin; i++) dst[i] = 0;
+        for (long y = 1; y < h; y++)
+            for (long l = 0; l < lanes; l++) dst[(y + 1) * pitch + l] = 0;
+        for (long i = (h + 1) * pitch; i < stride; i++) dst[i] = 0;
+    }
+    if (lanes > 1) {
+        for (long y = 0; y < h; y++)
+            K(transpose)(src + y * w, image_stride, present, w, 1, dst + origin + y * pitch, lanes, 0);
+        return;
+    }
+    for (long y = 0; y < h; y++) {
+        const float *s = src + y * w;
+        float *d = dst + origin + y * pitch;
+        if (w < VL) {
+            for (long x = 0; x < w; x++) d[x] = s[x];
+            continue;
+        }
+        for (long x = 0; x < w; x += VL) vstore(d + (x + VL <= w ? x : w - VL), vload(s + (x + VL <= w ? x : w - VL)));
+    }
 }

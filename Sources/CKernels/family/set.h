@@ -49,6 +49,7 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .transpose = K(transpose),
     .im2col_plane = K(im2col_plane),
     .col2im_plane = K(col2im_plane),
+    .border_plane = K(border_plane),
     .attention_score_rows = K(attention_score_rows),
     .attention_probability_rows = K(attention_probability_rows),
     .attention_weighted_rows = K(attention_weighted_rows),

@@ -102,6 +102,11 @@ typedef struct ddpm_kernel_set {
     /// Its adjoint: the rows added back onto the plane x.
     void (*_Nonnull col2im_plane)(const float *_Nonnull columns, long ld, const ddpm_patches *_Nonnull p,
                                   float *_Nonnull x);
+    /// The direct convolution's bordered plane of `present` <= lanes images (Tensors/Kernels/DirectConv.swift):
+    /// pixel (y, x) of image l (at src + l image_stride) at (y + 1) pitch + (x + 1) lanes + l,
+    /// pitch = (w + 1) lanes, zero elsewhere in its `stride` floats.
+    void (*_Nonnull border_plane)(const float *_Nonnull src, long image_stride, long present, long h, long w,
+                                  long lanes, float *_Nonnull dst, long stride);
 
     // Small-head attention (Tensors/Kernels/Attention.swift).
     /// rowN[j] = sum_e qN[e] kt[e l + j], j < l; maxima[N] = max_j rowN[j].

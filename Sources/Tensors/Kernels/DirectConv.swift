@@ -56,31 +56,16 @@ struct BorderedPlanes {
     /// The [N, C, H, W] planes of `source` bordered, channel-major: plane (c, group) starts at
     /// (c groups + group) stride, so one channel's planes of consecutive images follow each other,
     /// with zero slack after the last one for reads that run past it.
-    func border(_ source: UnsafePointer<Float>, channels: Int) -> Storage {
+    func border(_ source: UnsafePointer<Float>, channels: Int, kernels: KernelSet = .active) -> Storage {
         let result = Storage(uninitializedCount: channels * groups * stride + slack)
         let ps = SharedPointer(source), pr = SharedPointer(result.pointer)
-        let (h, w, lanes, pitch, stride, groups, images, origin) = (height, width, lanes, pitch, stride, groups, images, origin)
+        let (h, w, lanes, stride, groups, images) = (height, width, lanes, stride, groups, images)
         (result.pointer + channels * groups * stride).update(repeating: 0, count: slack)
         parallelFor(groups * channels, cost: stride) { range in
             for plane in range {
                 let c = plane / groups, group = plane % groups
-                let dst = pr + plane * stride, present = min(lanes, images - group * lanes)
-                if present < lanes {
-                    dst.update(repeating: 0, count: stride)
-                } else {
-                    // only what the pixels leave: the top row, each row's first pixel, and the rest
-                    dst.update(repeating: 0, count: origin)
-                    for y in 1..<h { (dst + (y + 1) * pitch).update(repeating: 0, count: lanes) }
-                    (dst + (h + 1) * pitch).update(repeating: 0, count: stride - (h + 1) * pitch)
-                }
-                for lane in 0..<present {
-                    let src = ps + ((group * lanes + lane) * channels + c) * h * w, d = dst + origin + lane
-                    if lanes == 1 {
-                        for y in 0..<h { (d + y * pitch).update(from: src + y * w, count: w) }
-                    } else {
-                        for y in 0..<h { for x in 0..<w { d[y &* pitch &+ x &* lanes] = src[y &* w &+ x] } }
-                    }
-                }
+                kernels.k.border_plane(ps + (group * lanes * channels + c) * h * w, channels * h * w,
+                                       min(lanes, images - group * lanes), h, w, lanes, pr + plane * stride, stride)
             }
         }
         return result
@@ -169,7 +154,7 @@ func directConv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Uns
                          bias: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, accumulate: Bool,
                          y: UnsafeMutablePointer<Float>, kernels: KernelSet = .active) {
     let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch, kernels: kernels)
-    let planes = layout.border(x, channels: g.channels)
+    let planes = layout.border(x, channels: g.channels, kernels: kernels)
     let packed = FrozenWeights.prepared(weight, "direct", kernels) {
         packWeights(weight, outChannels: g.outChannels, channels: g.channels, flipped: false)
     }
@@ -194,7 +179,7 @@ func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
                           accumulateDx: Bool = true, kernels: KernelSet = .active) {
     let layout = BorderedPlanes(height: g.height, width: g.width, images: g.batch, kernels: kernels)
     let (c, o) = (g.channels, g.outChannels)
-    let dyPlanes = layout.border(dy, channels: o)
+    let dyPlanes = layout.border(dy, channels: o, kernels: kernels)
     if let dx {
         let packed = packWeights(weight, outChannels: o, channels: c, flipped: true)
         convolvePlanes(layout, planes: dyPlanes, channels: o, packed: packed,
@@ -205,7 +190,7 @@ func directConv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: Un
     // Workers own disjoint groups of images and sum dW [O rounded to 4, C, 3, 3] privately.
     // Bordered dy is zero wherever it is not a pixel, so the dot products run over whole rows of q;
     // a chunk of groups at a time keeps 4 channels of dy in L1.
-    let xPlanes = layout.border(x, channels: c)
+    let xPlanes = layout.border(x, channels: c, kernels: kernels)
     let blocks = (o + 3) / 4, wsize = blocks * 4 * c * 9, groups = layout.groups
     let workers = min(kernelThreads, groups), chunk = max(1, 1024 / layout.stride)
     let partials = Storage(zeros: workers * wsize + chunk * layout.stride + layout.slack)
