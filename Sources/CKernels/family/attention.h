@@ -106,15 +106,18 @@ static void K(attention_weighted_rows)(const float *p0, const float *p1, const f
     }
 }
 
-// The forward pass's softmax (before its division) and weighted sum for two rows of scores, in
-// one call: each row's exponentials in a pass of its own, then the sums. (Taking them inside the
-// weighted sum's first block of columns instead, as FlashAttention does, ran slower on Zen 5:
-// 0.30-0.31 of small_gemm's perf samples against 0.27.)
+// The forward pass's softmax and weighted sum for two rows of scores, in one call: each row's
+// exponentials in a pass of its own, then the weighted sums, divided by the exponentials' sums at
+// the end (d divisions instead of L). (Taking the exponentials inside the weighted sum's first
+// block of columns instead, as FlashAttention does, ran slower on Zen 5: 0.30-0.31 of
+// small_gemm's perf samples against 0.27.)
 static void K(attention_softmax_rows)(float *s0, float *s1, const float *maxima, const float *vt, long l, long d,
                                       float *out0, float *out1, float *sums) {
     sums[0] = K(exp_shift_row)(s0, l, maxima[0]);
     sums[1] = K(exp_shift_row)(s1, l, maxima[1]);
     K(attention_weighted_rows)(s0, s1, vt, l, d, out0, out1);
+    float inv0 = 1.0f / sums[0], inv1 = 1.0f / sums[1];
+    for (long e = 0; e < d; e++) { out0[e] *= inv0; out1[e] *= inv1; }
 }
 
 // Blocks of 4 x 2 vectors accumulate over all rows, each step 6 loads for 8 FMAs; a last partial

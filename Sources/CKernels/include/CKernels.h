@@ -123,7 +123,7 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull attention_weighted_rows)(const float *_Nonnull p0, const float *_Nonnull p1, const float *_Nonnull vt,
                                              long length, long head_dim, float *_Nonnull out0, float *_Nonnull out1);
     /// The forward pass's softmax and weighted sum in one: sN[j] = exp(sN[j] - maxima[N]) in place,
-    /// sums[N] = sum_j sN[j], then outN[e] = dot(sN, vt[e l ...]), e < d (unnormalised).
+    /// sums[N] = sum_j sN[j], then outN[e] = dot(sN, vt[e l ...]) / sums[N], e < d.
     void (*_Nonnull attention_softmax_rows)(float *_Nonnull s0, float *_Nonnull s1, const float *_Nonnull maxima,
                                             const float *_Nonnull vt, long length, long head_dim,
                                             float *_Nonnull out0, float *_Nonnull out1, float *_Nonnull sums);

@@ -158,7 +158,7 @@ public func attentionNaive(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: U
 /// query rows go two at a time so that each vector of K^T or V^T loaded serves both: a row of
 /// scores is sum_e q[i, e] K^T[e, :], an output element dot(P[i, :], V^T[e, :]). A row's
 /// exponentials and weighted sums are one call (`attention_softmax_rows`); the exponentials are
-/// not divided by their sum, the d outputs are. `logSumExp` [B, H, L], when
+/// not divided by their sum, the d outputs are, in the same call. `logSumExp` [B, H, L], when
 /// given, receives max + log(sum) of each row of scores, from which the backward pass recomputes
 /// the row's probabilities.
 func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
@@ -181,8 +181,6 @@ func smallHeadAttentionForward(_ g: AttentionGeometry, q: UnsafePointer<Float>, 
                 let out0 = po + outOff + i * w, out1 = twin ? dump : po + outOff + i1 * w
                 kernels.k.attention_score_rows(pq + off + i * s, pq + off + i1 * s, kt, l, d, row0, row1, maxima)
                 kernels.k.attention_softmax_rows(row0, row1, maxima, vt, l, d, out0, out1, sums)
-                let inv0 = 1 / sums[0], inv1 = 1 / sums[1]
-                for e in 0..<d { out0[e] *= inv0; out1[e] *= inv1 }
                 if let plse {
                     plse[pair * l + i] = maxima[0] + log(sums[0])
                     if !twin { plse[pair * l + i1] = maxima[1] + log(sums[1]) }
