@@ -57,6 +57,9 @@ static inline void K(valid_columns)(const ddpm_patches *p, long j, long *lo, lon
 // Row (i, j) of one plane's block of the column matrix, at columns + (i kw + j) ld, holds the input
 // pixel under tap (i, j) for every output pixel, 0 in the padding. Rows of the plane go as straight
 // copies at stride 1; at stride 2 the compiler turns the every-other-float gather into shuffles.
+// The rows are short (4 to 32 floats), so the loops stay loops (no_builtin): as calls to memcpy
+// and memset, a 4x4 plane's 3-float copies cost more than the copying.
+__attribute__((no_builtin("memcpy", "memset")))
 static void K(im2col_plane)(const float *x, const ddpm_patches *p, float *columns, long ld) {
     long oh = p->out_height, ow = p->out_width, s = p->stride;
     for (long i = 0; i < p->kernel_height; i++)
@@ -67,10 +70,13 @@ static void K(im2col_plane)(const float *x, const ddpm_patches *p, float *column
             for (long oy = 0; oy < oh; oy++) {
                 long iy = oy * s + i - p->pad_top;
                 float *d = row + oy * ow;
-                if (iy < 0 || iy >= p->height) { memset(d, 0, ow * sizeof(float)); continue; }
+                if (iy < 0 || iy >= p->height) {
+                    for (long ox = 0; ox < ow; ox++) d[ox] = 0;
+                    continue;
+                }
                 const float *src = x + iy * p->width + j - p->pad_left;
                 for (long ox = 0; ox < lo; ox++) d[ox] = 0;
-                if (s == 1) memcpy(d + lo, src + lo, (hi - lo) * sizeof(float));
+                if (s == 1) for (long ox = lo; ox < hi; ox++) d[ox] = src[ox];
                 else if (s == 2) for (long ox = lo; ox < hi; ox++) d[ox] = src[2 * ox];
                 else for (long ox = lo; ox < hi; ox++) d[ox] = src[ox * s];
                 for (long ox = hi; ox < ow; ox++) d[ox] = 0;
