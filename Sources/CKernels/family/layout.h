@@ -109,7 +109,8 @@ static void K(col2im_plane)(const float *columns, long ld, const ddpm_patches *p
 // (w + 1) lanes; zero elsewhere in the plane's `stride` floats. With all lanes present, only what
 // the pixels leave is zeroed: the top row, each row's first pixel, and what follows the last row.
 // One image's rows are vector copies (the last vector overlapping the one before); 8 images are
-// interleaved by the transpose.
+// interleaved by the transpose. The short fills and copies stay loops, as in im2col_plane.
+__attribute__((no_builtin("memcpy", "memset")))
 static void K(border_plane)(const float *src, long image_stride, long present, long h, long w, long lanes,
                             float *dst, long stride) {
     long pitch = (w + 1) * lanes, origin = pitch + lanes;
@@ -133,6 +134,9 @@ static void K(border_plane)(const float *src, long image_stride, long present, l
             for (long x = 0; x < w; x++) d[x] = s[x];
             continue;
         }
-        for (long x = 0; x < w; x += VL) vstore(d + (x + VL <= w ? x : w - VL), vload(s + (x + VL <= w ? x : w - VL)));
+        for (long x = 0; x < w; x += VL) {
+            long at = x + VL <= w ? x : w - VL;
+            vstore(d + at, vload(s + at));
+        }
     }
 }
