@@ -72,11 +72,12 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
         for ng in range {
             let m = pm[ng], r = pr[ng]
             let channel0 = ng % g.groups * cpg, n = ng / g.groups
+            let dGroup = silu ? d : pdy + ng * size  // this group's d, channel c at c spatial
             var sumD = 0.0, sumDX = 0.0
             for c in 0..<cpg {
                 let ch = channel0 + c, gam = pgam[ch], bet = pbet[ch]
                 let xs = px + ng * size + c * g.spatial, gs = pdy + ng * size + c * g.spatial
-                let dc = silu ? d + c * g.spatial : gs
+                let dc = dGroup + c * g.spatial
                 if silu {  // the pre-activation again: v = (x - m) r gam + bet
                     kernels.k.silu_affine_backward(xs, r * gam, bet - m * r * gam, gs, dc, g.spatial, 0)
                 }
@@ -90,8 +91,8 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
             guard let pdx else { continue }
             let meanD = Float(sumD / Double(size)), meanDX = Float(sumDX / Double(size))
             for c in 0..<cpg {  // dx = r gam d - r^2 meanDX (x - m) - r meanD
-                let offset = ng * size + c * g.spatial, dc = silu ? d + c * g.spatial : pdy + offset
-                kernels.k.norm_backward_dx(dc, px + offset, r * pgam[channel0 + c], -r * r * meanDX, m, -r * meanD,
+                let offset = ng * size + c * g.spatial
+                kernels.k.norm_backward_dx(dGroup + c * g.spatial, px + offset, r * pgam[channel0 + c], -r * r * meanDX, m, -r * meanD,
                                            pdx + offset, g.spatial, accumulateDx ? 1 : 0)
             }
         }
