@@ -8,6 +8,7 @@
 #define SET_NAME "avx512"
 #define VL 16
 #define EXP_BY_SCALEF 1
+#define MASKED_STORES 1
 #include "family/set.h"
 #pragma clang attribute pop
 #endif

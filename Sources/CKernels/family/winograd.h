@@ -89,49 +89,30 @@ static inline void K(winograd_at2)(const float *m, long mplane, long t, long op,
     y[1][0] = s1[0] + s1[1] + s1[2] + b; y[1][1] = s1[1] - s1[2] - s1[3] + b;
 }
 
-// Four tiles side by side whose 2 x 8 outputs lie inside the image go together: per output row,
-// their 8 vectors transposed give each of 8 channels its 8 consecutive pixels, stored whole. Other
-// tiles, and channels past the last whole 8, store lane by lane.
+// Up to four tiles side by side go together: per output row, their 8 vectors transposed give each
+// of 8 channels its (up to) 8 consecutive pixels, stored as one vector, cut at the image's edge.
 static void K(winograd_output)(const float *m, long images, long th, long tw, long op, const float *bias,
                                long bias_stride, long o, long h, long w, int accumulate, float *y) {
     long mplane = images * th * tw * op;
     for (long image = 0; image < images; image++)
         for (long ty = 0; ty < th; ty++)
-            for (long tx = 0; tx < tw;) {
+            for (long tx = 0; tx < tw; tx += 4) {
                 long t = (image * th + ty) * tw + tx, yy = 2 * ty, xx = 2 * tx;
+                long tiles = tw - tx < 4 ? tw - tx : 4, pixels = w - xx < 8 ? w - xx : 8, rows = h - yy < 2 ? h - yy : 2;
                 const float *b = bias + image * bias_stride;
-                if (tx + 4 <= tw && xx + 8 <= w && yy + 2 <= h) {
-                    for (long k = 0; k < op; k += 8) {
-                        v8 rows[2][8], out[2][2];
-                        for (int q = 0; q < 4; q++) {
-                            K(winograd_at2)(m, mplane, t + q, op, k, load8(b + k), out);
-                            for (int r = 0; r < 2; r++) { rows[r][2 * q] = out[r][0]; rows[r][2 * q + 1] = out[r][1]; }
-                        }
-                        long lanes = o - k < 8 ? o - k : 8;
-                        for (int r = 0; r < 2; r++) {
-                            K(transpose8)(rows[r]);
-                            for (long lane = 0; lane < lanes; lane++) {
-                                float *row = y + ((image * o + k + lane) * h + yy + r) * w + xx;
-                                store8(row, accumulate ? rows[r][lane] + load8(row) : rows[r][lane]);
-                            }
-                        }
-                    }
-                    tx += 4;
-                    continue;
-                }
-                int right = xx + 1 < w, below = yy + 1 < h;
                 for (long k = 0; k < op; k += 8) {
-                    v8 out[2][2];
-                    K(winograd_at2)(m, mplane, t, op, k, load8(b + k), out);
+                    v8 line[2][8] = {{{0}}}, out[2][2];
+                    for (int q = 0; q < tiles; q++) {
+                        K(winograd_at2)(m, mplane, t + q, op, k, load8(b + k), out);
+                        for (int r = 0; r < 2; r++) { line[r][2 * q] = out[r][0]; line[r][2 * q + 1] = out[r][1]; }
+                    }
                     long lanes = o - k < 8 ? o - k : 8;
-                    for (long lane = 0; lane < lanes; lane++) {
-                        float *row = y + ((image * o + k + lane) * h + yy) * w + xx;
-                        for (int r = 0; r <= below; r++)
-                            for (int col = 0; col <= right; col++)
-                                row[r * w + col] = (accumulate ? row[r * w + col] : 0) + out[r][col][lane];
+                    for (int r = 0; r < rows; r++) {
+                        K(transpose8)(line[r]);
+                        for (long lane = 0; lane < lanes; lane++)
+                            store8_head(y + ((image * o + k + lane) * h + yy + r) * w + xx, line[r][lane], pixels, accumulate);
                     }
                 }
-                tx += 1;
             }
 }
 
@@ -207,6 +188,28 @@ static inline void K(winograd4_at)(const v8 m[6], v8 y[4]) {
     y[3] = d + 8.0f * d2 + m[5];
 }
 
+// The rows of one tile's outputs for 8 channels, A^T M already applied down the columns (block), times
+// A along each row, plus b, two rows at a time: their 8 vectors transposed give each channel its
+// 2 x 4 outputs. `rows`, `columns` and `lanes` clip at the image's and the channels' ends; they
+// are constants in the common whole tile, where this is inlined.
+static inline __attribute__((always_inline)) void K(winograd4_store)(v8 block[4][6], v8 b, float *y, long plane,
+                                                                     long w, long rows, long columns, long lanes,
+                                                                     int accumulate) {
+    for (int r = 0; r < rows; r += 2) {
+        v8 pair[8];
+        K(winograd4_at)(block[r], pair);
+        K(winograd4_at)(block[r + 1], pair + 4);
+        for (int c = 0; c < 8; c++) pair[c] += b;
+        K(transpose8)(pair);
+        for (long lane = 0; lane < lanes; lane++) {
+            float *row = y + lane * plane + r * w;
+            store4_head(row, __builtin_shufflevector(pair[lane], pair[lane], 0, 1, 2, 3), columns, accumulate);
+            if (r + 1 < rows)
+                store4_head(row + w, __builtin_shufflevector(pair[lane], pair[lane], 4, 5, 6, 7), columns, accumulate);
+        }
+    }
+}
+
 static void K(winograd4_output)(const float *m, long images, long th, long tw, long op, const float *bias,
                                 long bias_stride, long o, long h, long w, int accumulate, float *y) {
     long mplane = images * th * tw * op;
@@ -224,33 +227,11 @@ static void K(winograd4_output)(const float *m, long images, long th, long tw, l
                         for (int r = 0; r < 4; r++) block[r][col] = out[r];
                     }
                     long lanes = o - k < 8 ? o - k : 8;
-                    if (rows == 4 && columns == 4 && lanes == 8) {
-                        // two rows at a time: their 8 vectors transposed give each channel's 2 x 4 outputs
-                        for (int r = 0; r < 4; r += 2) {
-                            v8 pair[8];
-                            K(winograd4_at)(block[r], pair);
-                            K(winograd4_at)(block[r + 1], pair + 4);
-                            for (int c = 0; c < 8; c++) pair[c] += b;
-                            K(transpose8)(pair);
-                            for (int lane = 0; lane < 8; lane++) {
-                                float *row = y + ((image * o + k + lane) * h + yy + r) * w + xx;
-                                v4 top = __builtin_shufflevector(pair[lane], pair[lane], 0, 1, 2, 3);
-                                v4 bottom = __builtin_shufflevector(pair[lane], pair[lane], 4, 5, 6, 7);
-                                if (accumulate) { top += load4(row); bottom += load4(row + w); }
-                                store4(row, top);
-                                store4(row + w, bottom);
-                            }
-                        }
-                        continue;
-                    }
-                    for (long r = 0; r < rows; r++) {  // then each row times A, plus the bias
-                        K(winograd4_at)(block[r], out);
-                        for (int c = 0; c < 4; c++) out[c] += b;
-                        for (long lane = 0; lane < lanes; lane++) {
-                            float *row = y + ((image * o + k + lane) * h + yy + r) * w + xx;
-                            for (long c = 0; c < columns; c++) row[c] = accumulate ? row[c] + out[c][lane] : out[c][lane];
-                        }
-                    }
+                    float *corner = y + ((image * o + k) * h + yy) * w + xx;
+                    if (rows == 4 && columns == 4 && lanes == 8)
+                        K(winograd4_store)(block, b, corner, h * w, w, 4, 4, 8, accumulate);
+                    else
+                        K(winograd4_store)(block, b, corner, h * w, w, rows, columns, lanes, accumulate);
                 }
             }
 }
