@@ -52,7 +52,7 @@ static void K(channels_last_bordered)(const float *x, long c, long h, long w, fl
 static void K(winograd_input)(const float *p, long images, long th, long tw, long ph, long pw, long cp, float *v) {
     static const int first[4] = {0, 1, 2, 1}, second[4] = {2, 2, 1, 3};
     static const float sign[4] = {-1, 1, -1, -1};
-    long vplane = images * th * tw * cp;
+    long vplane = ddpm_winograd_plane(images * th * tw * cp);
     for (long image = 0; image < images; image++)
         for (long ty = 0; ty < th; ty++)
             for (long tx = 0; tx < tw; tx++) {
@@ -93,7 +93,7 @@ static inline void K(winograd_at2)(const float *m, long mplane, long t, long op,
 // of 8 channels its (up to) 8 consecutive pixels, stored as one vector, cut at the image's edge.
 static void K(winograd_output)(const float *m, long images, long th, long tw, long op, const float *bias,
                                long bias_stride, long o, long h, long w, int accumulate, float *y) {
-    long mplane = images * th * tw * op;
+    long mplane = ddpm_winograd_plane(images * th * tw * op);
     for (long image = 0; image < images; image++)
         for (long ty = 0; ty < th; ty++)
             for (long tx = 0; tx < tw; tx += 4) {
@@ -152,7 +152,7 @@ static inline __attribute__((always_inline)) void K(winograd_blocks)(const float
                                                                      long ph, long pw, long cp, float *v,
                                                                      const int step, const int origin, const int n,
                                                                      const int side, const int kind) {
-    long vplane = images * th * tw * cp;
+    long vplane = ddpm_winograd_plane(images * th * tw * cp);
     for (long image = 0; image < images; image++)
         for (long ty = 0; ty < th; ty++)
             for (long tx = 0; tx < tw; tx++) {
@@ -212,7 +212,7 @@ static inline __attribute__((always_inline)) void K(winograd4_store)(v8 block[4]
 
 static void K(winograd4_output)(const float *m, long images, long th, long tw, long op, const float *bias,
                                 long bias_stride, long o, long h, long w, int accumulate, float *y) {
-    long mplane = images * th * tw * op;
+    long mplane = ddpm_winograd_plane(images * th * tw * op);
     for (long image = 0; image < images; image++)
         for (long ty = 0; ty < th; ty++)
             for (long tx = 0; tx < tw; tx++) {

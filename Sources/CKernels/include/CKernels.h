@@ -15,6 +15,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/// The floats from one plane of Winograd's transformed tiles (V, M: [side^2, tiles, channels8]) to
+/// the next, for `floats` = tiles channels8 in a plane: whole 64-byte lines, an odd number of them.
+/// The transforms read or write one vector in each of the side^2 planes in turn; planes a multiple
+/// of 4 KB apart (F(4x4) at 14 x 14 and 64 channels, or 7 x 7 and 256) fell in one set of the L1
+/// cache, and its output transform ran 2.5-3.5x slower.
+static inline long ddpm_winograd_plane(long floats) { return ((floats + 15) / 16 | 1) * 16; }
+
 /// Where one input plane's pixels go in a convolution's column matrix (im2col): the plane, the
 /// kernel, its stride and leading padding, and the output plane.
 typedef struct ddpm_patches {
@@ -48,7 +55,8 @@ typedef struct ddpm_kernel_set {
                                        long planes, long stride, float *_Nonnull acc);
 
     // Winograd F(2x2, 3x3) transforms (Tensors/Kernels/WinogradConv.swift), channels last: those
-    // into V a vector (VL) of channels per step, the output and kernel transforms 8.
+    // into V a vector (VL) of channels per step, the output and kernel transforms 8. The planes of v
+    // and m lie `ddpm_winograd_plane(tiles channels8)` floats apart (below).
     /// One image [c, h, w] into [ph, pw, cp], channels last, one zero row and column before it,
     /// zero after it and in the padding channels.
     void (*_Nonnull channels_last_bordered)(const float *_Nonnull x, long channels, long height, long width,

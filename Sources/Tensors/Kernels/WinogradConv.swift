@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 
 /// 3x3 convolution, stride 1, padding 1, by Winograd's minimal filtering F(m x m, 3x3) (Lavin and
@@ -85,10 +86,16 @@ struct WinogradTiling {
     var perImage: Int { tilesY * tilesX }
     /// Planes of the transformed tiles: side^2.
     var planes: Int { tile.side * tile.side }
+    /// Floats from one plane of the transformed tiles of `images` images to the next, for
+    /// `channels8` channels: a little more than the tiles' (`ddpm_winograd_plane`), so that the
+    /// planes fall in different cache sets.
+    func planeStride(images: Int, channels8: Int) -> Int { ddpm_winograd_plane(images * perImage * channels8) }
+    /// Floats of the transformed tiles of `images` images.
+    func transformedCount(images: Int, channels8: Int) -> Int { planes * planeStride(images: images, channels8: channels8) }
     /// Floats of one bordered image of `channels8` channels.
     func paddedCount(channels8: Int) -> Int { paddedHeight * paddedWidth * channels8 }
 
-    /// The transformed tiles [side^2, tiles, C8] of images `images` of source [N, channels, H, W]:
+    /// The transformed tiles [side^2, tiles, C8] (planes `planeStride` apart) of images `images` of source [N, channels, H, W]:
     /// the images copied channels-last into `padded` ([images, ph, pw, C8], bordered), then
     /// B^T d B for each block d, or, `adjoint` (dy, for the weight gradient), A dY A^T for each
     /// m x m block dY (the kernel set's transforms, CKernels' family/winograd.h).
@@ -142,19 +149,19 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
     // one core waiting for the other for 8% of the time); each chunk writes its own images' outputs
     let claims = Claims((n + chunk - 1) / chunk)
     parallelRun(workers) { _ in
-        let v = Storage(uninitializedCount: planes * chunk * perImage * cp)
-        let product = Storage(uninitializedCount: planes * chunk * perImage * op)
+        let v = Storage(uninitializedCount: tiling.transformedCount(images: chunk, channels8: cp))
+        let product = Storage(uninitializedCount: tiling.transformedCount(images: chunk, channels8: op))
         let padded = Storage(uninitializedCount: chunk * tiling.paddedCount(channels8: cp))
         while let index = claims.claim() {
             let n0 = index * chunk, nb = min(chunk, n - n0), tiles = nb * perImage
             // V[xi][t][k] = (B^T d B)[xi] for the block d under tile t
-            let vplane = tiles * cp
+            let (vplane, mplane) = (tiling.planeStride(images: nb, channels8: cp), tiling.planeStride(images: nb, channels8: op))
             tiling.transform(px.base, channels: c, images: n0 ..< n0 + nb, padded: padded.pointer, into: v.pointer,
                              kernels: kernels)
             // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
             for xi in 0..<planes {
                 kernels.k.small_gemm(tiles, op, cp, v.pointer + xi * vplane, cp, pu + xi * cp * op, op,
-                                     product.pointer + xi * tiles * op, op)
+                                     product.pointer + xi * mplane, op)
             }
             // Y = A^T M A, an m x m block per tile, clipped at ragged edges
             output(product.pointer, nb, tiling.tilesY, tiling.tilesX, op, pb + n0 * biasStride, biasStride, o, h, w,
@@ -212,8 +219,8 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
     let px = SharedPointer(x), pdy = SharedPointer(dy), pparts = SharedPointer(partials.pointer)
     parallelRun(workers) { worker in
         let images = n * worker / workers ..< n * (worker + 1) / workers
-        let v = Storage(uninitializedCount: planes * chunk * perImage * cp)
-        let dm = Storage(uninitializedCount: planes * chunk * perImage * op)
+        let v = Storage(uninitializedCount: tiling.transformedCount(images: chunk, channels8: cp))
+        let dm = Storage(uninitializedCount: tiling.transformedCount(images: chunk, channels8: op))
         let padded = Storage(uninitializedCount: chunk * tiling.paddedCount(channels8: max(cp, op)))
         let du = pparts + worker * usize, p = padded.pointer
         for n0 in Swift.stride(from: images.lowerBound, to: images.upperBound, by: chunk) {
@@ -221,9 +228,10 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
             tiling.transform(px.base, channels: c, images: n0 ..< n0 + nb, padded: p, into: v.pointer, kernels: kernels)
             tiling.transform(pdy.base, channels: o, images: n0 ..< n0 + nb, adjoint: true, padded: p, into: dm.pointer,
                              kernels: kernels)
+            let (vplane, mplane) = (tiling.planeStride(images: nb, channels8: cp), tiling.planeStride(images: nb, channels8: op))
             for xi in 0..<planes {
-                gemm(transposeA: true, m: cp, n: op, k: tiles, a: v.pointer + xi * tiles * cp, lda: cp,
-                     b: dm.pointer + xi * tiles * op, ldb: op, beta: 1, c: du + xi * cp * op, ldc: op)
+                gemm(transposeA: true, m: cp, n: op, k: tiles, a: v.pointer + xi * vplane, lda: cp,
+                     b: dm.pointer + xi * mplane, ldb: op, beta: 1, c: du + xi * cp * op, ldc: op)
             }
         }
     }
