@@ -20,8 +20,8 @@ import TestSupport
 
     /// Winograd's small products (every kernel set) against the naive sgemm: row counts that leave
     /// each partial row block (1-5 of 6) after one or more whole ones, and column counts that leave
-    /// an 8-column tail after the 2-vector blocks of each set; leading dimensions wider than the
-    /// operands.
+    /// an 8-column tail after the 2-vector panels of each set; leading dimensions wider than the
+    /// operands, and B packed in panels by the set's own `pack_panels`.
     @Test(arguments: [(13, 8, 5), (6, 24, 32), (11, 40, 17), (4, 72, 64), (1, 16, 3), (20, 136, 9), (22, 32, 4),
                       (9, 16, 3), (7, 8, 2), (15, 24, 6), (17, 48, 10), (14, 8, 5), (36, 40, 7)])
     func smallGemmMatchesNaive(m: Int, n: Int, k: Int) {
@@ -30,8 +30,9 @@ import TestSupport
         let expected = Tensor(zeros: [m, ldc])
         gemmNaive(m: m, n: n, k: k, a: a.pointer, lda: lda, b: b.pointer, ldb: ldb, c: expected.pointer, ldc: ldc)
         for kernels in KernelSet.available {
-            let c = Tensor(zeros: [m, ldc])
-            kernels.k.small_gemm(m, n, k, a.pointer, lda, b.pointer, ldb, c.pointer, ldc)
+            let c = Tensor(zeros: [m, ldc]), panels = Tensor(zeros: [k, n])
+            kernels.k.pack_panels(b.pointer, ldb, k, n, panels.pointer)
+            kernels.k.small_gemm(m, n, k, a.pointer, lda, panels.pointer, c.pointer, ldc)
             #expect(maxAbsDifference(c, expected) < 1e-4, "\(kernels)")
         }
     }

@@ -9,8 +9,8 @@
 #include "reduction.h"
 #include "elementwise.h"
 #include "conv.h"
-#include "winograd.h"
 #include "gemm.h"
+#include "winograd.h"
 #include "attention.h"
 
 static float K(fma_loop)(long iterations) {
@@ -46,6 +46,7 @@ const ddpm_kernel_set K(ddpm_kernels) = {
     .winograd_output_adjoint = K(winograd_output_adjoint),
     .winograd4_output_adjoint = K(winograd4_output_adjoint),
     .small_gemm = K(small_gemm),
+    .pack_panels = K(pack_panels),
     .transpose = K(transpose),
     .im2col_plane = K(im2col_plane),
     .col2im_plane = K(col2im_plane),

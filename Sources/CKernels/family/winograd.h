@@ -237,7 +237,7 @@ static void K(winograd4_output)(const float *m, long images, long th, long tw, l
 }
 
 // The kernel transform G k G^T, 8 output channels per vector: the rows of G times k's three rows,
-// then each of those times G^T.
+// then each of those times G^T, into the column panels that small_gemm reads.
 static void K(winograd_weights)(const float *w, long c, long outputs, int flipped, const float *g, long side,
                                 long ip, long op, long a0, long a1, float *u) {
     long plane = ip * op;
@@ -255,7 +255,7 @@ static void K(winograd_weights)(const float *w, long c, long outputs, int flippe
                 for (int q = 0; q < 3; q++) gk[i][q] = g[3 * i] * k[q] + g[3 * i + 1] * k[3 + q] + g[3 * i + 2] * k[6 + q];
             for (long i = 0; i < side; i++)
                 for (long j = 0; j < side; j++)
-                    store8(u + (side * i + j) * plane + a * op + b0,
+                    store8(u + (side * i + j) * plane + K(panel_index)(a, b0, ip, op),
                            gk[i][0] * g[3 * j] + gk[i][1] * g[3 * j + 1] + gk[i][2] * g[3 * j + 2]);
         }
 }

@@ -76,15 +76,15 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull winograd4_output)(const float *_Nonnull m, long images, long tiles_y, long tiles_x, long out8,
                                       const float *_Nonnull bias8, long bias_stride, long out_channels, long height,
                                       long width, int accumulate, float *_Nonnull y);
-    /// The kernel transform for input channels a0 ..< a1 of the pass: u[xi][a][b] (rows of out8
-    /// floats, planes of in8 rows) = (G k G^T)[xi], G `side` rows of 3, for the 3x3 kernel k from
+    /// The kernel transform for input channels a0 ..< a1 of the pass: u[xi][a][b] (planes of in8 x out8,
+    /// each packed in column panels for `small_gemm`) = (G k G^T)[xi], G `side` rows of 3, for the 3x3 kernel k from
     /// input a to output b: k[t] = w[(b channels + a) 9 + t], or, flipped (the backward data pass,
     /// from dy's channels to dx's), w[(a channels + b) 9 + 8 - t]; zero in the padding outputs.
     void (*_Nonnull winograd_weights)(const float *_Nonnull w, long channels, long outputs, int flipped,
                                       const float *_Nonnull g, long side, long in8, long out8, long a0, long a1,
                                       float *_Nonnull u);
     /// Its adjoint, for the weight gradient: dw[b, a] += G^T du[:, a, b] G for input channels a0 ..< a1
-    /// and every output b < outputs, du [side^2, in8, out8] laid out as u, dw [outputs, channels, 3, 3].
+    /// and every output b < outputs, du [side^2, in8, out8] row-major, dw [outputs, channels, 3, 3].
     void (*_Nonnull winograd_weights_adjoint)(const float *_Nonnull du, long channels, long outputs,
                                               const float *_Nonnull g, long side, long in8, long out8, long a0,
                                               long a1, float *_Nonnull dw);
@@ -94,10 +94,14 @@ typedef struct ddpm_kernel_set {
                                              long padded_height, long padded_width, long channels8, float *_Nonnull v);
     void (*_Nonnull winograd4_output_adjoint)(const float *_Nonnull padded, long images, long tiles_y, long tiles_x,
                                               long padded_height, long padded_width, long channels8, float *_Nonnull v);
-    /// c = a b for a [m, k], b [k, n], c [m, n], row-major with leading dimensions, n a multiple of 8
-    /// (Winograd's products; family/gemm.h).
-    void (*_Nonnull small_gemm)(long m, long n, long k, const float *_Nonnull a, long lda, const float *_Nonnull b,
-                                long ldb, float *_Nonnull c, long ldc);
+    /// c = a b for a [m, k] and c [m, n] row-major with leading dimensions, n a multiple of 8, and b
+    /// [k, n] packed in column panels as `pack_panels` and `winograd_weights` write it (Winograd's
+    /// products; family/gemm.h).
+    void (*_Nonnull small_gemm)(long m, long n, long k, const float *_Nonnull a, long lda,
+                                const float *_Nonnull panels, float *_Nonnull c, long ldc);
+    /// b [k, n] (row-major, n a multiple of 8) packed for `small_gemm`: panels of 2 vectors' columns,
+    /// then of 8, each panel's rows one after another.
+    void (*_Nonnull pack_panels)(const float *_Nonnull b, long ldb, long k, long n, float *_Nonnull panels);
 
     /// y[c ldy + r] (+)= scale x[r ldx + c], r < rows, c < cols (family/layout.h): attention's heads
     /// and `transposeBatched`.

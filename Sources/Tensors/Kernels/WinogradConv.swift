@@ -49,7 +49,8 @@ func vectorPadded(_ n: Int, _ kernels: KernelSet) -> Int {
 }
 
 /// U [side^2, C8, O8] (channel counts padded to vectors, zero past them): G w[o, c] G^T for every
-/// channel pair, laid out so that the product with the tiles V [side^2, tiles, C8] is [tiles, O8].
+/// channel pair, laid out so that the product with the tiles V [side^2, tiles, C8] is [tiles, O8],
+/// each plane packed in the column panels that `small_gemm` reads (family/gemm.h).
 /// `flipped` transforms the kernel of the backward data pass instead, which reads O channels and
 /// writes C: [side^2, O8, C8] from w[o, c, 2 - i, 2 - j]. The cores take input channels in turn.
 func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int, flipped: Bool,
@@ -160,7 +161,7 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
                              kernels: kernels)
             // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
             for xi in 0..<planes {
-                kernels.k.small_gemm(tiles, op, cp, v.pointer + xi * vplane, cp, pu + xi * cp * op, op,
+                kernels.k.small_gemm(tiles, op, cp, v.pointer + xi * vplane, cp, pu + xi * cp * op,
                                      product.pointer + xi * mplane, op)
             }
             // Y = A^T M A, an m x m block per tile, clipped at ragged edges
