@@ -240,7 +240,7 @@ static void K(winograd4_output)(const float *m, long images, long th, long tw, l
 // then each of those times G^T, into the column panels that small_gemm reads.
 static void K(winograd_weights)(const float *w, long c, long outputs, int flipped, const float *g, long side,
                                 long ip, long op, long a0, long a1, float *u) {
-    long plane = ip * op;
+    long plane = ddpm_winograd_plane(ip * op);
     for (long a = a0; a < a1; a++)
         for (long b0 = 0; b0 < outputs; b0 += 8) {
             long lanes = outputs - b0 < 8 ? outputs - b0 : 8;
@@ -264,7 +264,7 @@ static void K(winograd_weights)(const float *w, long c, long outputs, int flippe
 // kernel's rows by G^T.
 static void K(winograd_weights_adjoint)(const float *du, long c, long outputs, const float *g, long side, long ip,
                                         long op, long a0, long a1, float *dw) {
-    long plane = ip * op;
+    long plane = ddpm_winograd_plane(ip * op);
     for (long a = a0; a < a1; a++)
         for (long b0 = 0; b0 < outputs; b0 += 8) {
             v8 k[9] = {{0}};

@@ -15,11 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/// The floats from one plane of Winograd's transformed tiles (V, M: [side^2, tiles, channels8]) to
-/// the next, for `floats` = tiles channels8 in a plane: whole 64-byte lines, an odd number of them.
-/// The transforms read or write one vector in each of the side^2 planes in turn; planes a multiple
-/// of 4 KB apart (F(4x4) at 14 x 14 and 64 channels, or 7 x 7 and 256) fell in one set of the L1
-/// cache, and its output transform ran 2.5-3.5x slower.
+/// The floats from one plane of Winograd's transformed tiles (V, M: [side^2, tiles, channels8]) or
+/// kernels (U, dU: [side^2, in8, out8]) to the next, for `floats` in a plane: whole 64-byte lines,
+/// an odd number of them. The transforms read or write one vector in each of the side^2 planes in
+/// turn; planes a multiple of 4 KB apart (F(4x4) at 14 x 14 and 64 channels, or 7 x 7 and 256, and
+/// every U) fell in one set of the L1 cache, and the output transform ran 2.5-3.5x slower.
 static inline long ddpm_winograd_plane(long floats) { return ((floats + 15) / 16 | 1) * 16; }
 
 /// Where one input plane's pixels go in a convolution's column matrix (im2col): the plane, the
@@ -76,15 +76,15 @@ typedef struct ddpm_kernel_set {
     void (*_Nonnull winograd4_output)(const float *_Nonnull m, long images, long tiles_y, long tiles_x, long out8,
                                       const float *_Nonnull bias8, long bias_stride, long out_channels, long height,
                                       long width, int accumulate, float *_Nonnull y);
-    /// The kernel transform for input channels a0 ..< a1 of the pass: u[xi][a][b] (planes of in8 x out8,
-    /// each packed in column panels for `small_gemm`) = (G k G^T)[xi], G `side` rows of 3, for the 3x3 kernel k from
-    /// input a to output b: k[t] = w[(b channels + a) 9 + t], or, flipped (the backward data pass,
+    /// The kernel transform for input channels a0 ..< a1 of the pass: u[xi][a][b] (planes of in8 x
+    /// out8 packed in column panels for `small_gemm`) = (G k G^T)[xi], G `side` rows of 3, for the
+    /// 3x3 kernel k from input a to output b: k[t] = w[(b channels + a) 9 + t], or, flipped (the backward data pass,
     /// from dy's channels to dx's), w[(a channels + b) 9 + 8 - t]; zero in the padding outputs.
     void (*_Nonnull winograd_weights)(const float *_Nonnull w, long channels, long outputs, int flipped,
                                       const float *_Nonnull g, long side, long in8, long out8, long a0, long a1,
                                       float *_Nonnull u);
     /// Its adjoint, for the weight gradient: dw[b, a] += G^T du[:, a, b] G for input channels a0 ..< a1
-    /// and every output b < outputs, du [side^2, in8, out8] row-major, dw [outputs, channels, 3, 3].
+    /// and every output b < outputs, du [side^2, in8, out8] (row-major planes), dw [outputs, channels, 3, 3].
     void (*_Nonnull winograd_weights_adjoint)(const float *_Nonnull du, long channels, long outputs,
                                               const float *_Nonnull g, long side, long in8, long out8, long a0,
                                               long a1, float *_Nonnull dw);

@@ -50,7 +50,8 @@ func vectorPadded(_ n: Int, _ kernels: KernelSet) -> Int {
 
 /// U [side^2, C8, O8] (channel counts padded to vectors, zero past them): G w[o, c] G^T for every
 /// channel pair, laid out so that the product with the tiles V [side^2, tiles, C8] is [tiles, O8],
-/// each plane packed in the column panels that `small_gemm` reads (family/gemm.h).
+/// each plane packed in the column panels that `small_gemm` reads (family/gemm.h), the planes
+/// `ddpm_winograd_plane(C8 O8)` floats apart.
 /// `flipped` transforms the kernel of the backward data pass instead, which reads O channels and
 /// writes C: [side^2, O8, C8] from w[o, c, 2 - i, 2 - j]. The cores take input channels in turn.
 func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int, flipped: Bool,
@@ -58,7 +59,7 @@ func winogradWeights(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: 
     let (inputs, outputs) = flipped ? (o, c) : (c, o)
     let (ip, op) = (vectorPadded(inputs, kernels), vectorPadded(outputs, kernels))
     let side = tile.side
-    let u = Storage(zeros: side * side * ip * op)
+    let u = Storage(zeros: side * side * ddpm_winograd_plane(ip * op))
     let pw = SharedPointer(w), pu = SharedPointer(u.pointer)
     tile.g.withUnsafeBufferPointer { rows in
         let pg = SharedPointer(rows.baseAddress!)
@@ -128,7 +129,7 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
                     kernels: KernelSet) {
     let tiling = WinogradTiling(tile, height: h, width: w)
     let (planes, perImage) = (tiling.planes, tiling.perImage)
-    let (cp, op) = (vectorPadded(c, kernels), vectorPadded(o, kernels))
+    let (cp, op) = (vectorPadded(c, kernels), vectorPadded(o, kernels)), uplane = ddpm_winograd_plane(cp * op)
     let workers = min(kernelThreads, n)
     // Images per chunk: their transformed tiles (V, and M alike) in 512 KB, so that they stay in a
     // core's L2 from the transform to the products and back (4 MB chunks, in L3, were 1.1-1.5x
@@ -161,7 +162,7 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
                              kernels: kernels)
             // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
             for xi in 0..<planes {
-                kernels.k.small_gemm(tiles, op, cp, v.pointer + xi * vplane, cp, pu + xi * cp * op,
+                kernels.k.small_gemm(tiles, op, cp, v.pointer + xi * vplane, cp, pu + xi * uplane,
                                      product.pointer + xi * mplane, op)
             }
             // Y = A^T M A, an m x m block per tile, clipped at ragged edges
@@ -210,7 +211,7 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
     let tiling = WinogradTiling(tile, height: h, width: w)
     let (side, planes, perImage) = (tile.side, tiling.planes, tiling.perImage)
     let (cp, op) = (vectorPadded(c, kernels), vectorPadded(o, kernels))
-    let workers = min(kernelThreads, n), usize = planes * cp * op
+    let workers = min(kernelThreads, n), uplane = ddpm_winograd_plane(cp * op), usize = planes * uplane
     // Images per chunk: V and dM in 512 KB, as forward, but at least 64 tiles, so that each pass
     // of a product over dU [C8, O8] (in L3 at 256 channels) does 64 multiply-adds per element
     // (16 tiles per product: 1.1-1.4x slower at 256 channels on Zen 4; 8 MB chunks: 1.1-2x slower).
@@ -232,7 +233,7 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
             let (vplane, mplane) = (tiling.planeStride(images: nb, channels8: cp), tiling.planeStride(images: nb, channels8: op))
             for xi in 0..<planes {
                 gemm(transposeA: true, m: cp, n: op, k: tiles, a: v.pointer + xi * vplane, lda: cp,
-                     b: dm.pointer + xi * mplane, ldb: op, beta: 1, c: du + xi * cp * op, ldc: op)
+                     b: dm.pointer + xi * mplane, ldb: op, beta: 1, c: du + xi * uplane, ldc: op)
             }
         }
     }
