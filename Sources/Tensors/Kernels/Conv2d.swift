@@ -125,26 +125,30 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     /// Whichever measured faster (`ddpm bench --ops --only conv --preset NAME` times a preset's own
     /// shapes with each algorithm and sums how far this choice is from the fastest per shape).
     ///
-    /// F(4x4) from 32 channels where two things hold. Its tiles cover the plane no worse than
-    /// F(2x2)'s: each side's half, rounded up, is even (7, 8, 16, 28, 32; at 7 both pad to 8), not 14, which
-    /// F(4x4) pads to 16 and F(2x2) does not. And each core has at least one of its tiles per 4
-    /// channels (of the larger side), so that each transformed kernel it reads serves enough tiles.
-    /// Otherwise F(2x2) from 32 channels, else the direct kernel (10-60% faster than im2col from 7
-    /// pixels up), which also takes a batch smaller than the cores (Winograd splits the batch across
-    /// cores by images). Evidence: on Zen 5
-    /// (family 26) this rule is within 0-3% of the fastest per shape, forward and backward, on
-    /// fmnist at batches 16 and 64 and cifar10 at 16, where the rule before it (F(4x4) from 2 tiles
-    /// per channel, 4 when ragged) was 5-20% behind: it took F(4x4) at 14x14, 1.3-1.5x slower there
-    /// than F(2x2) (as on Zen 4 and Zen 3 at batch 16), and F(2x2) at 7x7 and 16x16, 1.2-1.5x slower
-    /// than F(4x4). Below one tile per 8 channels F(4x4) lost: 256 -> 256 at 8x8, batch 16, by 10%
-    /// on Zen 5 and 2x on Zen 3. Planes under 7 pixels go to im2col.
+    /// Winograd from 32 channels and 4 pixels wide, when the batch gives each core an image: F(4x4)
+    /// where two things hold, else F(2x2). Its tiles, padding included, take fewer multiplies than
+    /// F(2x2)'s (36 per 16 outputs against 16 per 4: at every size from 3 but 5 and 6). And each core
+    /// has at least one of its tiles per 16 channels (of the larger side), so that each transformed
+    /// kernel it reads from memory serves enough tiles. Below 32 channels, or with fewer images
+    /// than cores (Winograd splits the batch by images), the direct kernel from 7 pixels up (10-60%
+    /// faster than im2col there), im2col under that and on planes under 4 wide. Evidence, on Zen 5 (family 26), from
+    /// `ddpm bench --ops --only conv` twice each: F(4x4) beat F(2x2) at 14x14 on fmnist, batch 64
+    /// (1.2-1.7x forward, 1.1-1.5x backward), and at 8x8 with 256 channels and 8 tiles per core
+    /// (cifar10, batch 16: 1.8x forward, even backward); with one tile per 32 channels (4x4, 256)
+    /// it tied forward and lost backward by 1.75x, at one per 64 by 1.7x both ways. Winograd beat
+    /// im2col at 4x4 (1.3-2.2x forward, 1.1-1.3x backward). The rule before this one (F(4x4) only
+    /// where each side's half is even, from one tile per 4 channels, nothing under 7 pixels) was
+    /// 87-88% of the fastest per shape forward on both presets once Winograd's planes stopped
+    /// sharing cache sets, which had made F(4x4) at 14x14 1.3-1.5x slower than F(2x2).
     public static func best(for g: ConvGeometry) -> ConvAlgorithm {
-        guard isDirectConv(g) && g.width >= 7 else { return .columns }
+        guard isDirectConv(g) else { return .columns }
         let channels = min(g.channels, g.outChannels)
-        guard g.batch >= kernelThreads, channels >= 32 else { return .direct }
-        let tilesPerCore = (g.batch + kernelThreads - 1) / kernelThreads * ((g.height + 3) / 4) * ((g.width + 3) / 4)
-        let evenHalves = (g.height + 1) / 2 % 2 == 0 && (g.width + 1) / 2 % 2 == 0
-        return evenHalves && 4 * tilesPerCore >= max(g.channels, g.outChannels) ? .winograd4x4 : .winograd
+        guard g.batch >= kernelThreads, channels >= 32 else { return g.width >= 7 ? .direct : .columns }
+        guard g.width >= 4 else { return .columns }
+        let (tilesY, tilesX) = ((g.height + 3) / 4, (g.width + 3) / 4)
+        let tilesPerCore = (g.batch + kernelThreads - 1) / kernelThreads * tilesY * tilesX
+        let fewerMultiplies = 36 * tilesY * tilesX < 16 * ((g.height + 1) / 2) * ((g.width + 1) / 2)
+        return fewerMultiplies && 16 * tilesPerCore >= max(g.channels, g.outChannels) ? .winograd4x4 : .winograd
     }
 
     /// The tile of the two Winograd algorithms.
