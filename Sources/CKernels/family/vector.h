@@ -23,62 +23,40 @@ static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 static inline v4 load4(const float *p) { v4 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store4(float *p, v4 v) { memcpy(p, &v, sizeof v); }
 
-/// The first n floats of v (0 <= n <= 8, or 4) at p, added to what p holds when `add`; the floats
+/// The first n floats of v (0 <= n <= 4, or 8) at p, added to what p holds when `add`; the floats
 /// past them are not touched (the edges of an output plane). With AVX-512 (MASKED_STORES), one
-/// masked load and store; otherwise whole vectors when n is, and float by float when not.
-static inline void store8_head(float *p, v8 v, long n, int add) {
-#ifdef MASKED_STORES
-    __mmask8 lanes = (__mmask8)((1u << n) - 1);
-    if (add) v += (v8)_mm256_maskz_loadu_ps(lanes, p);
-    _mm256_mask_storeu_ps(p, lanes, (__m256)v);
-#else
-    if (add) {
-        switch (n) {  // lanes by constant index (a variable one goes through the stack)
-        case 8: store8(p, v + load8(p)); return;
-        case 7: p[6] += v[6]; [[fallthrough]];
-        case 6: p[5] += v[5]; [[fallthrough]];
-        case 5: p[4] += v[4]; [[fallthrough]];
-        case 4: p[3] += v[3]; [[fallthrough]];
-        case 3: p[2] += v[2]; [[fallthrough]];
-        case 2: p[1] += v[1]; [[fallthrough]];
-        case 1: p[0] += v[0];
-        }
-        return;
-    }
-    switch (n) {
-    case 8: store8(p, v); return;
-    case 7: p[6] = v[6]; [[fallthrough]];
-    case 6: p[5] = v[5]; [[fallthrough]];
-    case 5: p[4] = v[4]; [[fallthrough]];
-    case 4: store4(p, __builtin_shufflevector(v, v, 0, 1, 2, 3)); return;
-    case 3: p[2] = v[2]; [[fallthrough]];
-    case 2: p[1] = v[1]; [[fallthrough]];
-    case 1: p[0] = v[0];
-    }
-#endif
-}
-
+/// masked load and store; otherwise whole vectors when n is, and float by float when not, each
+/// lane by a constant index (a variable one goes through the stack).
 static inline void store4_head(float *p, v4 v, long n, int add) {
 #ifdef MASKED_STORES
     __mmask8 lanes = (__mmask8)((1u << n) - 1);
     if (add) v += (v4)_mm_maskz_loadu_ps(lanes, p);
     _mm_mask_storeu_ps(p, lanes, (__m128)v);
 #else
-    if (add) {
-        switch (n) {
-        case 4: store4(p, v + load4(p)); return;
-        case 3: p[2] += v[2]; [[fallthrough]];
-        case 2: p[1] += v[1]; [[fallthrough]];
-        case 1: p[0] += v[0];
-        }
+    if (n == 4) {
+        store4(p, add ? v + load4(p) : v);
         return;
     }
     switch (n) {
-    case 4: store4(p, v); return;
-    case 3: p[2] = v[2]; [[fallthrough]];
-    case 2: p[1] = v[1]; [[fallthrough]];
-    case 1: p[0] = v[0];
+    case 3: p[2] = add ? p[2] + v[2] : v[2]; [[fallthrough]];
+    case 2: p[1] = add ? p[1] + v[1] : v[1]; [[fallthrough]];
+    case 1: p[0] = add ? p[0] + v[0] : v[0];
     }
+#endif
+}
+
+static inline void store8_head(float *p, v8 v, long n, int add) {
+#ifdef MASKED_STORES
+    __mmask8 lanes = (__mmask8)((1u << n) - 1);
+    if (add) v += (v8)_mm256_maskz_loadu_ps(lanes, p);
+    _mm256_mask_storeu_ps(p, lanes, (__m256)v);
+#else
+    if (n == 8) {
+        store8(p, add ? v + load8(p) : v);
+        return;
+    }
+    store4_head(p, __builtin_shufflevector(v, v, 0, 1, 2, 3), n < 4 ? n : 4, add);
+    if (n > 4) store4_head(p + 4, __builtin_shufflevector(v, v, 4, 5, 6, 7), n - 4, add);
 #endif
 }
 
