@@ -98,7 +98,8 @@ static void K(winograd_output)(const float *m, long images, long th, long tw, lo
         for (long ty = 0; ty < th; ty++)
             for (long tx = 0; tx < tw; tx += 4) {
                 long t = (image * th + ty) * tw + tx, yy = 2 * ty, xx = 2 * tx;
-                long tiles = tw - tx < 4 ? tw - tx : 4, pixels = w - xx < 8 ? w - xx : 8, rows = h - yy < 2 ? h - yy : 2;
+                long tiles = tw - tx < 4 ? tw - tx : 4, pixels = w - xx < 8 ? w - xx : 8;
+                long rows = h - yy < 2 ? h - yy : 2;
                 const float *b = bias + image * bias_stride;
                 for (long k = 0; k < op; k += 8) {
                     v8 line[2][8] = {{{0}}}, out[2][2];
@@ -109,8 +110,10 @@ static void K(winograd_output)(const float *m, long images, long th, long tw, lo
                     long lanes = o - k < 8 ? o - k : 8;
                     for (int r = 0; r < rows; r++) {
                         K(transpose8)(line[r]);
-                        for (long lane = 0; lane < lanes; lane++)
-                            store8_head(y + ((image * o + k + lane) * h + yy + r) * w + xx, line[r][lane], pixels, accumulate);
+                        for (long lane = 0; lane < lanes; lane++) {
+                            float *row = y + ((image * o + k + lane) * h + yy + r) * w + xx;
+                            store8_head(row, line[r][lane], pixels, accumulate);
+                        }
                     }
                 }
             }

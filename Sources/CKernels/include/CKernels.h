@@ -78,13 +78,15 @@ typedef struct ddpm_kernel_set {
                                       long width, int accumulate, float *_Nonnull y);
     /// The kernel transform for input channels a0 ..< a1 of the pass: u[xi][a][b] (planes of in8 x
     /// out8 packed in column panels for `small_gemm`) = (G k G^T)[xi], G `side` rows of 3, for the
-    /// 3x3 kernel k from input a to output b: k[t] = w[(b channels + a) 9 + t], or, flipped (the backward data pass,
-    /// from dy's channels to dx's), w[(a channels + b) 9 + 8 - t]; zero in the padding outputs.
+    /// 3x3 kernel k from input a to output b: k[t] = w[(b channels + a) 9 + t], or, flipped (the
+    /// backward data pass, from dy's channels to dx's), w[(a channels + b) 9 + 8 - t]; zero in the
+    /// padding outputs.
     void (*_Nonnull winograd_weights)(const float *_Nonnull w, long channels, long outputs, int flipped,
                                       const float *_Nonnull g, long side, long in8, long out8, long a0, long a1,
                                       float *_Nonnull u);
     /// Its adjoint, for the weight gradient: dw[b, a] += G^T du[:, a, b] G for input channels a0 ..< a1
-    /// and every output b < outputs, du [side^2, in8, out8] (row-major planes), dw [outputs, channels, 3, 3].
+    /// and every output b < outputs, du [side^2, in8, out8] (row-major planes), dw [outputs,
+    /// channels, 3, 3].
     void (*_Nonnull winograd_weights_adjoint)(const float *_Nonnull du, long channels, long outputs,
                                               const float *_Nonnull g, long side, long in8, long out8, long a0,
                                               long a1, float *_Nonnull dw);

@@ -129,17 +129,17 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     /// where two things hold, else F(2x2). Its tiles, padding included, take fewer multiplies than
     /// F(2x2)'s (36 per 16 outputs against 16 per 4: at every size from 3 but 5 and 6). And each core
     /// has at least one of its tiles per 16 channels (of the larger side), so that each transformed
-    /// kernel it reads from memory serves enough tiles. Below 32 channels, or with fewer images
-    /// than cores (Winograd splits the batch by images), the direct kernel from 7 pixels up (10-60%
-    /// faster than im2col there), im2col under that and on planes under 4 wide. Evidence, on Zen 5 (family 26), from
-    /// `ddpm bench --ops --only conv` twice each: F(4x4) beat F(2x2) at 14x14 on fmnist, batch 64
-    /// (1.2-1.7x forward, 1.1-1.5x backward), and at 8x8 with 256 channels and 8 tiles per core
-    /// (cifar10, batch 16: 1.8x forward, even backward); with one tile per 32 channels (4x4, 256)
+    /// kernel it reads from memory serves enough tiles. Below 32 channels, or with fewer images than
+    /// cores (Winograd splits the batch by images), the direct kernel from 7 pixels up (10-60% faster
+    /// than im2col there), im2col under that and on planes under 4 wide. Evidence, on Zen 5 (family
+    /// 26), from `ddpm bench --ops --only conv` twice each: F(4x4) beat F(2x2) at 14x14 on fmnist,
+    /// batch 64 (1.2-1.7x forward, 1.1-1.5x backward), and at 8x8 with 256 channels and 8 tiles per
+    /// core (cifar10, batch 16: 1.8x forward, even backward); with one tile per 32 channels (4x4, 256)
     /// it tied forward and lost backward by 1.75x, at one per 64 by 1.7x both ways. Winograd beat
-    /// im2col at 4x4 (1.3-2.2x forward, 1.1-1.3x backward). The rule before this one (F(4x4) only
-    /// where each side's half is even, from one tile per 4 channels, nothing under 7 pixels) was
-    /// 87-88% of the fastest per shape forward on both presets once Winograd's planes stopped
-    /// sharing cache sets, which had made F(4x4) at 14x14 1.3-1.5x slower than F(2x2).
+    /// im2col at 4x4 (1.3-2.2x forward, 1.1-1.3x backward). The rule before this one (F(4x4) only where
+    /// each side's half is even, from one tile per 4 channels, nothing under 7 pixels) was 87-88% of
+    /// the fastest per shape forward on both presets once Winograd's planes stopped sharing cache sets,
+    /// which had made F(4x4) at 14x14 1.3-1.5x slower than F(2x2).
     public static func best(for g: ConvGeometry) -> ConvAlgorithm {
         guard isDirectConv(g) else { return .columns }
         let channels = min(g.channels, g.outChannels)

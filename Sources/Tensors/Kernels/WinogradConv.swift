@@ -93,12 +93,14 @@ struct WinogradTiling {
     /// planes fall in different cache sets.
     func planeStride(images: Int, channels8: Int) -> Int { ddpm_winograd_plane(images * perImage * channels8) }
     /// Floats of the transformed tiles of `images` images.
-    func transformedCount(images: Int, channels8: Int) -> Int { planes * planeStride(images: images, channels8: channels8) }
+    func transformedCount(images: Int, channels8: Int) -> Int {
+        planes * planeStride(images: images, channels8: channels8)
+    }
     /// Floats of one bordered image of `channels8` channels.
     func paddedCount(channels8: Int) -> Int { paddedHeight * paddedWidth * channels8 }
 
-    /// The transformed tiles [side^2, tiles, C8] (planes `planeStride` apart) of images `images` of source [N, channels, H, W]:
-    /// the images copied channels-last into `padded` ([images, ph, pw, C8], bordered), then
+    /// The transformed tiles [side^2, tiles, C8] (planes `planeStride` apart) of images `images` of
+    /// source [N, channels, H, W]: the images copied channels-last into `padded` ([images, ph, pw, C8], bordered), then
     /// B^T d B for each block d, or, `adjoint` (dy, for the weight gradient), A dY A^T for each
     /// m x m block dY (the kernel set's transforms, CKernels' family/winograd.h).
     func transform(_ source: UnsafePointer<Float>, channels: Int, images: Range<Int>, adjoint: Bool = false,
@@ -157,7 +159,8 @@ func winogradConv2d(batch n: Int, channels c: Int, height h: Int, width w: Int, 
         while let index = claims.claim() {
             let n0 = index * chunk, nb = min(chunk, n - n0), tiles = nb * perImage
             // V[xi][t][k] = (B^T d B)[xi] for the block d under tile t
-            let (vplane, mplane) = (tiling.planeStride(images: nb, channels8: cp), tiling.planeStride(images: nb, channels8: op))
+            let vplane = tiling.planeStride(images: nb, channels8: cp)
+            let mplane = tiling.planeStride(images: nb, channels8: op)
             tiling.transform(px.base, channels: c, images: n0 ..< n0 + nb, padded: padded.pointer, into: v.pointer,
                              kernels: kernels)
             // M[xi] = V[xi] U[xi]: [tiles, C8] x [C8, O8]
@@ -230,7 +233,8 @@ func winogradWeightGradient(_ g: ConvGeometry, x: UnsafePointer<Float>, dy: Unsa
             tiling.transform(px.base, channels: c, images: n0 ..< n0 + nb, padded: p, into: v.pointer, kernels: kernels)
             tiling.transform(pdy.base, channels: o, images: n0 ..< n0 + nb, adjoint: true, padded: p, into: dm.pointer,
                              kernels: kernels)
-            let (vplane, mplane) = (tiling.planeStride(images: nb, channels8: cp), tiling.planeStride(images: nb, channels8: op))
+            let vplane = tiling.planeStride(images: nb, channels8: cp)
+            let mplane = tiling.planeStride(images: nb, channels8: op)
             for xi in 0..<planes {
                 gemm(transposeA: true, m: cp, n: op, k: tiles, a: v.pointer + xi * vplane, lda: cp,
                      b: dm.pointer + xi * mplane, ldb: op, beta: 1, c: du + xi * uplane, ldc: op)
