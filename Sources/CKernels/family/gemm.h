@@ -12,8 +12,10 @@
 // tile's width), then of 8 past the last whole one; the panel of columns j0 ..< j0 + width holds its
 // rows one after another, `width` floats each, from j0 rows. Eight columns from a multiple of 8 are
 // one run.
+static inline long K(panel_width)(long col, long n) { return col < n / (2 * VL) * (2 * VL) ? 2 * VL : 8; }
+
 static inline long K(panel_index)(long row, long col, long rows, long n) {
-    long wide = n & -(2 * VL), width = col < wide ? 2 * VL : 8, first = col & -width;  // widths are powers of 2
+    long width = K(panel_width)(col, n), first = col & -width;  // widths are powers of 2
     return first * rows + row * width + col - first;
 }
 
@@ -59,10 +61,9 @@ static inline __attribute__((always_inline)) void K(gemm_block)(const float *a, 
 
 // Column panels outside, row blocks inside: a panel of B (k x 2 vectors) stays in L1 while A streams.
 static void K(small_gemm)(long m, long n, long k, const float *a, long lda, const float *b, float *c, long ldc) {
-    long wide = n / (2 * VL) * (2 * VL);
-    for (long j = 0; j < n; j += j < wide ? 2 * VL : 8) {
-        int pair = j < wide;
-        const float *panel = b + j * k;
+    for (long j = 0; j < n; j += K(panel_width)(j, n)) {
+        int pair = K(panel_width)(j, n) == 2 * VL;
+        const float *panel = b + K(panel_index)(0, j, k, n);
         for (long i = 0; i < m; i += 6) {
             const float *ai = a + i * lda;
             float *ci = c + i * ldc + j;

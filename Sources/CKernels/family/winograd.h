@@ -191,8 +191,8 @@ static inline void K(winograd4_at)(const v8 m[6], v8 y[4]) {
     y[3] = d + 8.0f * d2 + m[5];
 }
 
-// The rows of one tile's outputs for 8 channels, A^T M already applied down the columns (block), times
-// A along each row, plus b, two rows at a time: their 8 vectors transposed give each channel its
+// The rows of one tile's outputs for 8 channels, A^T M already applied down the columns (block),
+// times A along each row, plus b, two rows at a time: their 8 vectors transposed give each channel its
 // 2 x 4 outputs. `rows`, `columns` and `lanes` clip at the image's and the channels' ends; they
 // are constants in the common whole tile, where this is inlined.
 static inline __attribute__((always_inline)) void K(winograd4_store)(v8 block[4][6], v8 b, float *y, long plane,
@@ -208,7 +208,8 @@ static inline __attribute__((always_inline)) void K(winograd4_store)(v8 block[4]
             float *row = y + lane * plane + r * w;
             store4_head(row, __builtin_shufflevector(pair[lane], pair[lane], 0, 1, 2, 3), columns, accumulate);
             if (r + 1 < rows)
-                store4_head(row + w, __builtin_shufflevector(pair[lane], pair[lane], 4, 5, 6, 7), columns, accumulate);
+                store4_head(row + w, __builtin_shufflevector(pair[lane], pair[lane], 4, 5, 6, 7), columns,
+                            accumulate);
         }
     }
 }
@@ -241,8 +242,8 @@ static void K(winograd4_output)(const float *m, long images, long th, long tw, l
 
 // The kernel transform G k G^T, 8 output channels per vector: the rows of G times k's three rows,
 // then each of those times G^T, into the column panels that small_gemm reads. Input channels inside,
-// so that 8 outputs' rows of w are read forward: across all outputs for one input, w's rows (9
-// channels' floats apart: 9 KB at 256 channels) fell in a few L1 sets, and this ran 1.6-2.5x slower
+// so that 8 outputs' rows of w are read forward: across all outputs for one input, w's rows (9 c
+// floats apart: 9 KB at 256 channels) fell in a few L1 sets, and this ran 1.6-2.5x slower
 // (with clang's gathers for the taps, which are now loaded one by one).
 static void K(winograd_weights)(const float *w, long c, long outputs, int flipped, const float *g, long side,
                                 long ip, long op, long a0, long a1, float *u) {

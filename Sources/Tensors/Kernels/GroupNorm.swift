@@ -92,8 +92,8 @@ public func groupNormBackward(_ g: GroupNormGeometry, x: UnsafePointer<Float>, g
             let meanD = Float(sumD / Double(size)), meanDX = Float(sumDX / Double(size))
             for c in 0..<cpg {  // dx = r gam d - r^2 meanDX (x - m) - r meanD
                 let offset = ng * size + c * g.spatial
-                kernels.k.norm_backward_dx(dGroup + c * g.spatial, px + offset, r * pgam[channel0 + c], -r * r * meanDX, m, -r * meanD,
-                                           pdx + offset, g.spatial, accumulateDx ? 1 : 0)
+                kernels.k.norm_backward_dx(dGroup + c * g.spatial, px + offset, r * pgam[channel0 + c], -r * r * meanDX,
+                                           m, -r * meanD, pdx + offset, g.spatial, accumulateDx ? 1 : 0)
             }
         }
     }

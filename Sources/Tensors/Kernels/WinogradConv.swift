@@ -100,8 +100,8 @@ struct WinogradTiling {
     func paddedCount(channels8: Int) -> Int { paddedHeight * paddedWidth * channels8 }
 
     /// The transformed tiles [side^2, tiles, C8] (planes `planeStride` apart) of images `images` of
-    /// source [N, channels, H, W]: the images copied channels-last into `padded` ([images, ph, pw, C8], bordered), then
-    /// B^T d B for each block d, or, `adjoint` (dy, for the weight gradient), A dY A^T for each
+    /// source [N, channels, H, W]: the images copied channels-last into `padded` ([images, ph, pw,
+    /// C8], bordered), then B^T d B for each block d, or, `adjoint` (dy, for the weight gradient), A dY A^T for each
     /// m x m block dY (the kernel set's transforms, CKernels' family/winograd.h).
     func transform(_ source: UnsafePointer<Float>, channels: Int, images: Range<Int>, adjoint: Bool = false,
                    padded: UnsafeMutablePointer<Float>, into v: UnsafeMutablePointer<Float>, kernels: KernelSet) {
