@@ -25,7 +25,7 @@ static inline __attribute__((always_inline)) void K(score_rows)(const float *q0,
         }
         for (int v = 0; v < 4; v++) {
             if (shifts) {
-                a[v] = vexp(a[v] - shift0); b[v] = vexp(b[v] - shift1);
+                a[v] = vexp_nonpositive(a[v] - shift0); b[v] = vexp_nonpositive(b[v] - shift1);
             } else {
                 m0 = vmax(m0, a[v]); m1 = vmax(m1, b[v]);
             }
@@ -41,7 +41,7 @@ static inline __attribute__((always_inline)) void K(score_rows)(const float *q0,
             b = q1[e] * kv + b;
         }
         if (shifts) {
-            a = vexp(a - shift0); b = vexp(b - shift1);
+            a = vexp_nonpositive(a - shift0); b = vexp_nonpositive(b - shift1);
         } else {
             m0 = vmax(m0, a); m1 = vmax(m1, b);
         }
@@ -53,7 +53,7 @@ static inline __attribute__((always_inline)) void K(score_rows)(const float *q0,
         float a = 0, b = 0;
         for (long e = 0; e < d; e++) { a += q0[e] * kt[e * l + j]; b += q1[e] * kt[e * l + j]; }
         if (shifts) {
-            a = sexp(a - shift0); b = sexp(b - shift1);
+            a = sexp_nonpositive(a - shift0); b = sexp_nonpositive(b - shift1);
         } else {
             max0 = a > max0 ? a : max0; max1 = b > max1 ? b : max1;
         }

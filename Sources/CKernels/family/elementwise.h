@@ -43,21 +43,22 @@ static void K(norm_backward_dx)(const float *d, const float *x, float a, float b
     }
 }
 
-// row = exp(row - shift) in place; returns the row's sum. A row of at least one vector ends with
-// one more vector that overlaps the last whole one: its exponentials are taken before the whole
-// vectors are overwritten, and stored after them (the overlapping lanes get the same values
-// again); the sum counts only its lanes past the whole vectors. Shorter rows go lane by lane.
+// row = exp(row - shift) in place, the shift at least the row's largest (vexp_nonpositive);
+// returns the row's sum. A row of at least one vector ends with one more vector that overlaps the
+// last whole one: its exponentials are taken before the whole vectors are overwritten, and stored
+// after them (the overlapping lanes get the same values again); the sum counts only its lanes past
+// the whole vectors. Shorter rows go lane by lane.
 static float K(exp_shift_row)(float *row, long n, float shift) {
     if (n < VL) {
         float s = 0;
-        for (long i = 0; i < n; i++) { row[i] = sexp(row[i] - shift); s += row[i]; }
+        for (long i = 0; i < n; i++) { row[i] = sexp_nonpositive(row[i] - shift); s += row[i]; }
         return s;
     }
     long whole = n / VL * VL;
-    vf tail = vexp(vload(row + n - VL) - shift);
+    vf tail = vexp_nonpositive(vload(row + n - VL) - shift);
     vf total = tail * vlast(n - whole);
     for (long i = 0; i < whole; i += VL) {
-        vf e = vexp(vload(row + i) - shift);
+        vf e = vexp_nonpositive(vload(row + i) - shift);
         vstore(row + i, e);
         total += e;
     }
