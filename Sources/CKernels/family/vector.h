@@ -97,12 +97,17 @@ static inline float vmaxlane(vf v) {
 
 /// exp(x) by range reduction: x = n ln2 + r, |r| <= ln2 / 2, then exp(r) by a degree-5 polynomial
 /// fitted for least maximum relative error on that range (7.5e-8; Taylor's degree 6 had 1.2e-7 and
-/// one more FMA), and 2^n. n is rounded by adding 1.5 2^23 + 127 (EXP_ROUNDER), which leaves n + 127
-/// in the low mantissa bits, so that shifting them into the exponent field gives 2^n; or one scalef
-/// where the set has AVX-512 (EXP_BY_SCALEF). This is the part after the reduction: r, n and the
-/// rounded sum.
-#define EXP_ROUNDER 12583039.0f
-static inline vf exp_reduced(vf r, vf n, vf rounded) {
+/// one more FMA), and 2^n. n is rounded by adding 1.5 2^23 + 127, which leaves n + 127 in the low
+/// mantissa bits, so that shifting them into the exponent field gives 2^n; or one scalef where the
+/// set has AVX-512 (EXP_BY_SCALEF). x comes clamped to [-87, 88], where 2^n is a normal float.
+/// n ln2 comes off in two parts (Cody and Waite: n times the first has no rounding error), or, when
+/// not `exact_ln2`, in one FMA with ln2 rounded to float, whose error (1.9e-9) adds |n| 1.9e-9 to
+/// the result's relative error.
+static inline vf exp_clamped(vf x, const int exact_ln2) {
+    vf rounded = x * 1.44269504f + 12583039.0f;
+    vf n = rounded - 12583039.0f;
+    vf r = exact_ln2 ? (x - n * 0.693145751953125f) - n * 1.428606765330187e-6f
+                     : x - n * 0.693147182464599609375f;
     vf p = vsplat(8.297654448523236e-3f);
     p = p * r + 4.191538312691106e-2f;
     p = p * r + 1.6667574745178348e-1f;
@@ -110,36 +115,24 @@ static inline vf exp_reduced(vf r, vf n, vf rounded) {
     p = p * r + 9.999996919845684e-1f;
     p = p * r + 1.0000000716556134f;
 #ifdef EXP_BY_SCALEF
-    (void)rounded;
     return (vf)_mm512_scalef_ps((__m512)p, (__m512)n);
 #else
-    (void)n;
     return p * (vf)((vu)rounded << 23);
 #endif
 }
 
-/// exp(x), x clamped to [-87, 88] (2^n stays a normal float), with n ln2 taken off in two parts
-/// (Cody and Waite: n times the first has no rounding error). In float arithmetic the result is
-/// within 2.3e-7 of exp(x) (-80 <= x <= 10).
+/// exp(x): in float arithmetic within 2.3e-7 of it (-80 <= x <= 10).
 static inline vf vexp(vf x) {
     x = __builtin_elementwise_min(__builtin_elementwise_max(x, vsplat(-87.0f)), vsplat(88.0f));
-    vf rounded = x * 1.44269504f + EXP_ROUNDER;
-    vf n = rounded - EXP_ROUNDER;
-    vf r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187e-6f;
-    return exp_reduced(r, n, rounded);
+    return exp_clamped(x, 1);
 }
 
 /// exp(x) for x <= 0, as softmax takes it (scores less their row's largest or its log-sum-exp):
-/// no upper clamp, and n ln2 taken off in one FMA with ln2 rounded to float, whose error (1.9e-9)
-/// adds |n| 1.9e-9 to the relative error: within 2.4e-7 of exp(x) for -20 <= x <= 0, where a
-/// row's sum lies, and 4.3e-7 below. Two vector operations fewer than vexp (the exp loop 1.34x
-/// faster alone on Zen 3).
+/// no upper clamp, and ln2 in one part; within 2.4e-7 of exp(x) for -20 <= x <= 0, where a row's
+/// sum lies, and 4.3e-7 below. Two vector operations fewer than vexp (the exp loop 1.34x faster
+/// alone on Zen 3).
 static inline vf vexp_nonpositive(vf x) {
-    x = __builtin_elementwise_max(x, vsplat(-87.0f));
-    vf rounded = x * 1.44269504f + EXP_ROUNDER;
-    vf n = rounded - EXP_ROUNDER;
-    return exp_reduced(x - n * 0.693147182464599609375f, n, rounded);
+    return exp_clamped(__builtin_elementwise_max(x, vsplat(-87.0f)), 0);
 }
 
 /// The same for one float (the tails of rows), by the same polynomial.
