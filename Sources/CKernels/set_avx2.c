@@ -6,6 +6,7 @@
 #define SET avx2
 #define SET_NAME "avx2+fma"
 #define VL 8
+#define FUSED_MULTIPLY_ADD 1
 #include "family/set.h"
 #pragma clang attribute pop
 #endif

@@ -7,6 +7,7 @@
 #define SET avx512
 #define SET_NAME "avx512"
 #define VL 16
+#define FUSED_MULTIPLY_ADD 1
 #define EXP_BY_SCALEF 1
 #define MASKED_STORES 1
 #include "family/set.h"

@@ -128,11 +128,17 @@ static inline vf vexp(vf x) {
 }
 
 /// exp(x) for x <= 0, as softmax takes it (scores less their row's largest or its log-sum-exp):
-/// no upper clamp, and ln2 in one part; within 2.4e-7 of exp(x) for -20 <= x <= 0, where a row's
-/// sum lies, and 4.3e-7 below. Two vector operations fewer than vexp (the exp loop 1.34x faster
-/// alone on Zen 3).
+/// no upper clamp, and, where the set has FMA (FUSED_MULTIPLY_ADD), ln2 in one part; within
+/// 2.4e-7 of exp(x) for -20 <= x <= 0, where a row's sum lies, and 4.3e-7 below. Two vector
+/// operations fewer than vexp (the exp loop 1.34x faster alone on Zen 3). Without FMA the product
+/// n ln2 would round (up to 1e-6 of the result), so there ln2 comes off in two parts, as in vexp.
 static inline vf vexp_nonpositive(vf x) {
-    return exp_clamped(__builtin_elementwise_max(x, vsplat(-87.0f)), 0);
+#ifdef FUSED_MULTIPLY_ADD
+    const int exact_ln2 = 0;
+#else
+    const int exact_ln2 = 1;
+#endif
+    return exp_clamped(__builtin_elementwise_max(x, vsplat(-87.0f)), exact_ln2);
 }
 
 /// The same for one float (the tails of rows), by the same polynomial.
