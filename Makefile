@@ -5,15 +5,22 @@
 SWIFT_FLAGS := -c release
 DDPM := .build/release/ddpm
 
-.PHONY: setup build test test-qemu crash-test fuzz sample demo bench speed-report info
+.PHONY: setup build test test-avx512-emulated test-qemu crash-test fuzz sample demo bench speed-report info
 setup:
 	@scripts/setup
 
 build: setup
 	swift build $(SWIFT_FLAGS)
 
+# every kernel set: where the CPU has no AVX-512, a second build tests that set emulated on AVX2
 test: setup
 	swift test $(SWIFT_FLAGS)
+	@if grep -q -w avx512f /proc/cpuinfo || ! grep -q -w avx2 /proc/cpuinfo; then \
+	  echo "test: no emulated AVX-512 run (the CPU runs the set itself, or has no AVX2 to emulate it on)"; \
+	else scripts/test-avx512-emulated; fi
+
+test-avx512-emulated: setup
+	scripts/test-avx512-emulated
 
 # the built binary on an emulated CPU without AVX (Nehalem), against the native run: slow, not in `make test`
 test-qemu: build

@@ -21,15 +21,24 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void choose(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
-        available[available_count++] = &ddpm_kernels_avx512;
+#ifdef DDPM_EMULATED_AVX512
+    const int avx512 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");  // scripts/test-avx512-emulated
+#else
+    const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+                       && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+                       && __builtin_cpu_supports("fma");
+#endif
+    if (avx512) available[available_count++] = &ddpm_kernels_avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         available[available_count++] = &ddpm_kernels_avx2;
 #endif
     available[available_count++] = &ddpm_kernels_portable;
     active = available[0];
+#ifdef DDPM_EMULATED_AVX512
+    snprintf(reason, sizeof reason, "the best set this CPU supports, avx512 emulated on AVX2 (a test build)");
+#else
     snprintf(reason, sizeof reason, "the best set this CPU supports");
+#endif
     const char *wanted = getenv("DDPM_KERNELS");
     if (wanted && *wanted) {
         for (int i = 0; i < available_count; i++) {
