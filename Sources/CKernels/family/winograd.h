@@ -36,6 +36,9 @@ static void K(channels_last_bordered)(const float *x, long c, long h, long w, fl
     for (long r = 0; r < h; r++)  // the channels left over, one at a time, and zero in the padding ones
         for (long col = 0; col < w; col++) {
             float *q = p + ((r + 1) * pw + col + 1) * cp;
+            // scalar loads: vectorised, this was the binary's one gather (AVX-512), slow on Xeons
+            // whose microcode mitigates Gather Data Sampling
+#pragma clang loop vectorize(disable)
             for (long k = whole; k < c; k++) q[k] = x[k * hw + r * w + col];
             for (long k = c; k < cp; k++) q[k] = 0;
         }
